@@ -1,0 +1,457 @@
+"""Program → Equinox module: the IR evaluated with `jax.numpy`, and the compiled model class.
+
+Evaluation walks the IR while JAX traces, so under `jax.jit` the interpretation costs nothing at
+run time: XLA sees only the array operations. Every function here works on one sample; the
+module's methods `vmap` them over the leading batch axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+
+from ..runtime._solvers import FixedPointSolver, FixedStep, SolveStats
+from . import _functions
+from ._ir import Const, Node, Op, Var, Zero, walk
+from ._program import Program
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _is_complex(x) -> bool:
+    return jnp.iscomplexobj(x)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x)) if _is_complex(x) else jax.nn.sigmoid(x)
+
+
+def _dsilu(x):
+    """dSiLU of holomorphic-ep App. B.2: (z/2)σ(z) + (1 − z/2)σ(z − 2)."""
+    return 0.5 * x * _sigmoid(x) + (1.0 - 0.5 * x) * _sigmoid(x - 2.0)
+
+
+def _real_part(x):
+    return jnp.real(x) if _is_complex(x) else x
+
+
+def _shift(x):
+    """A constant that keeps exp() finite; softmax-like operations are invariant to it."""
+    return jax.lax.stop_gradient(jnp.max(_real_part(x)))
+
+
+def _softmax(x):
+    e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(_real_part(x), axis=-1, keepdims=True)))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _logsumexp(x):
+    c = _shift(x)
+    return c + jnp.log(jnp.sum(jnp.exp(x - c)))
+
+
+def _conv(x, kernel, stride, padding):
+    out = jax.lax.conv_general_dilated(
+        x[None], kernel, (stride, stride), [(padding, padding), (padding, padding)],
+        dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return out[0]
+
+
+def _conv_transpose(h, kernel, stride, padding, shape):
+    """The exact adjoint of `conv` with respect to its input (transposed convolution)."""
+    dtype = jnp.result_type(h, kernel)
+    transpose = jax.linear_transpose(lambda z: _conv(z, kernel.astype(dtype), stride, padding),
+                                     jax.ShapeDtypeStruct(shape, dtype))
+    return transpose(h.astype(dtype))[0]
+
+
+def _softpool(x, size, stride, tau):
+    """Softmax pooling (holomorphic-ep App. B.2): y = Σ_R softmax(x/τ)_i x_i over each window R."""
+    weights = jnp.exp((x - _shift(x)) / tau)
+    zero = jnp.zeros((), x.dtype)
+
+    def window_sum(v):
+        return jax.lax.reduce_window(v, zero, jax.lax.add, (1, size, size), (1, stride, stride), "VALID")
+
+    return window_sum(weights * x) / window_sum(weights)
+
+
+def _sum_to(x, shape):
+    lead = x.ndim - len(shape)
+    x = jnp.sum(x, axis=tuple(range(lead))) if lead else x
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and x.shape[i] != 1)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+def _where_real(condition, x):
+    return condition(_real_part(x)).astype(x.dtype)
+
+
+def _power(a, b, node):
+    exponent = node.args[1]
+    if isinstance(exponent, Const) and float(exponent.value).is_integer():
+        return a ** int(exponent.value)
+    return a ** b
+
+
+_EVAL = {
+    "add": lambda v, n: v[0] + v[1],
+    "sub": lambda v, n: v[0] - v[1],
+    "mul": lambda v, n: v[0] * v[1],
+    "div": lambda v, n: v[0] / v[1],
+    "pow": lambda v, n: _power(v[0], v[1], n),
+    "neg": lambda v, n: -v[0],
+    "matmul": lambda v, n: jnp.matmul(v[0], v[1]),
+    "dot": lambda v, n: jnp.sum(v[0] * v[1]),
+    "outer": lambda v, n: jnp.outer(v[0], v[1]),
+    "transpose": lambda v, n: jnp.transpose(v[0]),
+    "sum": lambda v, n: jnp.sum(v[0]),
+    "mean": lambda v, n: jnp.mean(v[0]),
+    "sum_to": lambda v, n: _sum_to(v[0], n.attr("shape")),
+    "broadcast": lambda v, n: jnp.broadcast_to(v[0], n.attr("shape")),
+    "reshape": lambda v, n: jnp.reshape(v[0], n.attr("shape")),
+    "named": lambda v, n: v[0],
+    "exp": lambda v, n: jnp.exp(v[0]),
+    "log": lambda v, n: jnp.log(v[0]),
+    "tanh": lambda v, n: jnp.tanh(v[0]),
+    "sigmoid": lambda v, n: _sigmoid(v[0]),
+    "sin": lambda v, n: jnp.sin(v[0]),
+    "cos": lambda v, n: jnp.cos(v[0]),
+    "sinh": lambda v, n: jnp.sinh(v[0]),
+    "cosh": lambda v, n: jnp.cosh(v[0]),
+    "sqrt": lambda v, n: jnp.sqrt(v[0]),
+    "softplus": lambda v, n: jnp.log1p(jnp.exp(v[0])) if _is_complex(v[0]) else jax.nn.softplus(v[0]),
+    "silu": lambda v, n: v[0] * _sigmoid(v[0]),
+    "dsilu": lambda v, n: _dsilu(v[0]),
+    "relu": lambda v, n: v[0] * _where_real(lambda r: r > 0, v[0]),
+    "abs": lambda v, n: jnp.abs(v[0]),
+    "hardsigmoid": lambda v, n: jnp.clip(v[0], 0.0, 1.0),
+    "heaviside": lambda v, n: _where_real(lambda r: r > 0, v[0]),
+    "sign": lambda v, n: jnp.sign(v[0]),
+    "box": lambda v, n: _where_real(lambda r: (r > 0) & (r < 1), v[0]),
+    "softmax": lambda v, n: _softmax(v[0]),
+    "logsumexp": lambda v, n: _logsumexp(v[0]),
+    "conv": lambda v, n: _conv(v[0], v[1], n.attr("stride"), n.attr("padding")),
+    "conv_transpose": lambda v, n: _conv_transpose(v[0], v[1], n.attr("stride"), n.attr("padding"), n.shape),
+    "softpool": lambda v, n: _softpool(v[0], n.attr("size"), n.attr("stride"), n.attr("tau")),
+}
+
+
+def _apply(node: Op, values: list) -> Any:
+    if node.op in _EVAL:
+        return _EVAL[node.op](values, node)
+    if node.op == "call":
+        (value,) = values
+        result = evaluate(node.attr("body"), {node.attr("param"): value})
+        return jnp.broadcast_to(result, jnp.shape(value))
+    if node.op == "vjp":
+        return _pullback(node, values)
+    if node.op.startswith("py:"):
+        return _functions.lookup(node.op[3:]).fn(*values)
+    raise NotImplementedError(f"no evaluation rule for operation '{node.op}'")
+
+
+def _pullback(node: Op, values: list):
+    *primals, cotangent = values
+    primal = Op(node.attr("primal_shape"), None, op=node.attr("of"), args=(), attrs=node.attr("inner"))
+    dtype = jnp.result_type(*primals, cotangent)
+    primals = [jnp.asarray(p).astype(dtype) if jnp.issubdtype(dtype, jnp.complexfloating) else p for p in primals]
+    out, pull = jax.vjp(lambda *args: _apply(primal, list(args)), *primals)
+    return pull(jnp.asarray(cotangent).astype(out.dtype))[node.attr("index")]
+
+
+def evaluate_many(roots: dict[str, Node], env: dict[str, Any]) -> dict[str, Any]:
+    """Values of several IR roots that share sub-expressions, on one sample."""
+    memo: dict[int, Any] = {}
+    for root in roots.values():
+        for node in walk(root):
+            if node.uid in memo:
+                continue
+            if isinstance(node, Const):
+                memo[node.uid] = node.value
+            elif isinstance(node, Zero):
+                memo[node.uid] = jnp.zeros(node.shape)
+            elif isinstance(node, Var):
+                key = "d:" + node.name if node.kind == "cotangent" else node.name
+                memo[node.uid] = env[key]
+            else:
+                memo[node.uid] = _apply(node, [memo[a.uid] for a in node.args])
+    return {name: memo[root.uid] for name, root in roots.items()}
+
+
+def evaluate(root: Node, env: dict[str, Any]) -> Any:
+    return evaluate_many({"_": root}, env)["_"]
+
+
+# ----------------------------------------------------------------------------- the module
+
+State = dict[str, Array]
+
+_RESERVED = None  # filled below, once EqnModel exists
+
+
+def _batch_size(tree) -> int:
+    return jax.tree_util.tree_leaves(tree)[0].shape[0]
+
+
+class EqnModel(eqx.Module):
+    """A compiled `.eqn` model. Its fields are the model's parameters; `program` (static) holds
+    the checked, derived equations. Methods take batched arrays (leading axis = batch) and
+    states as dicts name → array."""
+
+    program: Program = eqx.field(static=True)
+    solver: FixedPointSolver = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+
+    # -- parameters and inputs -------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Array]:
+        return {name: getattr(self, name) for name in self.program.params}
+
+    def _param_env(self) -> dict[str, Array]:
+        env = dict(self.params)
+        if self.program.ties:
+            env.update(evaluate_many(self.program.ties, env))
+        return env
+
+    def _inputs(self, x) -> dict[str, Array]:
+        names = list(self.program.inputs)
+        if isinstance(x, dict):
+            return x
+        if len(names) != 1:
+            raise ValueError(f"model '{self.program.name}' has inputs {names}; pass a dict")
+        return {names[0]: x}
+
+    def _targets(self, y, batch: int) -> dict[str, Array]:
+        names = list(self.program.targets)
+        if y is None:
+            return {n: jnp.zeros((batch,) + s) for n, s in self.program.targets.items()}
+        if isinstance(y, dict):
+            return y
+        if len(names) != 1:
+            raise ValueError(f"model '{self.program.name}' has targets {names}; pass a dict")
+        return {names[0]: y}
+
+    def init_state(self, x, dtype=None) -> State:
+        """The zero state for a batch of inputs (the papers start every free phase from 0)."""
+        inputs = self._inputs(x)
+        batch = _batch_size(inputs)
+        dtype = dtype or jnp.result_type(*jax.tree_util.tree_leaves(self.params))
+        return {s: jnp.zeros((batch,) + shape, dtype) for s, shape in self.program.states.items()}
+
+    # -- the vector field ------------------------------------------------------------------
+    def _per_sample(self, roots: dict[str, Node]):
+        params = self._param_env()
+
+        def run(state, inputs, targets, beta, extra):
+            env = {**params, **state, **inputs, **targets, "beta": beta, **extra}
+            values = evaluate_many(roots, env)
+            out = {}
+            for name, value in values.items():
+                shape = roots[name].shape
+                out[name] = jnp.broadcast_to(value, shape)
+            return out
+
+        return run
+
+    def vector_field(self, state: State, x, y=None, beta=0.0) -> State:
+        """F(u; β): the nudged field du/dt at a batch of states; β real or complex (a scalar).
+
+        For the map form this is G_β(u) − u, whose zeros are the map's fixed points.
+        """
+        inputs = self._inputs(x)
+        targets = self._targets(y, _batch_size(inputs))
+        beta = jnp.asarray(beta)
+        run = self._per_sample(self.program.field)
+        field = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, beta, {})
+        dtype = jnp.result_type(*jax.tree_util.tree_leaves(state), beta)
+        return {s: field[s].astype(dtype) for s in self.program.states}
+
+    field = vector_field
+
+    def step(self, state: State, x, y=None, beta=0.0) -> State:
+        """One step of the dynamics: u + dt·F(u) (flows, energies) or G(u) (maps)."""
+        field = self.vector_field(state, x, y, beta)
+        return {s: state[s] + self.dt * field[s] for s in state}
+
+    def energy(self, state: State, x, y=None, beta=0.0) -> Array:
+        """E(u) + β·C(u) per sample (energy models only)."""
+        if self.program.energy is None:
+            raise TypeError(f"model '{self.program.name}' is a {self.program.form}; it has no energy")
+        inputs = self._inputs(x)
+        targets = self._targets(y, _batch_size(inputs))
+        roots = {"E": self.program.energy, "C": self.program.cost}
+        run = self._per_sample(roots)
+        values = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(beta), {})
+        return values["E"] if self.program.explicit_beta else values["E"] + beta * values["C"]
+
+    def cost(self, state: State, y, x=None) -> Array:
+        """The cost C per sample (the loss at the output)."""
+        targets = self._targets(y, _batch_size(state))
+        batch = _batch_size(state)
+        inputs = self._inputs(x) if x is not None else {n: jnp.zeros((batch,) + s) for n, s in self.program.inputs.items()}
+        run = self._per_sample({"C": self.program.cost})
+        return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["C"]
+
+    # -- fixed points ----------------------------------------------------------------------
+    def _solve(self, x, y, beta, init, solver, return_info):
+        solver = solver or self.solver
+        beta = jnp.asarray(beta)
+        start = self.init_state(x) if init is None else init
+        if jnp.iscomplexobj(beta):
+            start = {s: v.astype(jnp.result_type(v, beta)) for s, v in start.items()}
+        state, stats = solver.solve(lambda u: self.vector_field(u, x, y, beta), start, self.dt)
+        return (state, stats) if return_info else state
+
+    def free(self, x, *, init: State | None = None, solver: FixedPointSolver | None = None,
+             return_info: bool = False):
+        """The free fixed point u*₀ (β = 0), from `init` or the zero state."""
+        return self._solve(x, None, 0.0, init, solver, return_info)
+
+    def nudged(self, x, y, beta, *, init: State | None = None, solver: FixedPointSolver | None = None,
+               return_info: bool = False):
+        """The nudged fixed point u*_β; β may be complex. Start from the free fixed point (`init`)."""
+        return self._solve(x, y, beta, init, solver, return_info)
+
+    def predict(self, x, **kwargs) -> Array:
+        """The output state at the free fixed point."""
+        return self.free(x, **kwargs)[self.program.output]
+
+    # -- Jacobians and symmetry ------------------------------------------------------------
+    def _flat_field(self, x):
+        """Per-sample F(u) on a flat state vector (β = 0), with the unravel function."""
+        inputs = self._inputs(x)
+        run = self._per_sample(self.program.field)
+        shapes = self.program.states
+        sizes = [int(jnp.prod(jnp.array(s))) if s else 1 for s in shapes.values()]
+
+        def unravel(flat):
+            out, offset = {}, 0
+            for (name, shape), size in zip(shapes.items(), sizes):
+                out[name] = flat[offset:offset + size].reshape(shape)
+                offset += size
+            return out
+
+        def ravel(tree):
+            return jnp.concatenate([tree[name].reshape(-1) for name in shapes])
+
+        targets = {n: jnp.zeros(s) for n, s in self.program.targets.items()}
+
+        def flat_field(flat, sample_inputs):
+            return ravel(run(unravel(flat), sample_inputs, targets, jnp.asarray(0.0), {}))
+
+        return flat_field, ravel, unravel, inputs
+
+    def jacobian(self, state: State, x) -> Array:
+        """Dense Jacobian ∂F/∂u of the free field per sample: [batch, n, n], states flattened in
+        declaration order."""
+        flat_field, ravel, _, inputs = self._flat_field(x)
+        flat = jax.vmap(ravel)(state)
+        return jax.vmap(jax.jacfwd(flat_field))(flat, inputs)
+
+    def jvp(self, state: State, x, tangent: State) -> State:
+        """J·v, matrix-free (forward mode)."""
+        flat_field, ravel, unravel, inputs = self._flat_field(x)
+
+        def one(u, v, inp):
+            return jax.jvp(lambda w: flat_field(w, inp), (u,), (v,))[1]
+
+        out = jax.vmap(one)(jax.vmap(ravel)(state), jax.vmap(ravel)(tangent), inputs)
+        return jax.vmap(unravel)(out)
+
+    def vjp(self, state: State, x, cotangent: State) -> State:
+        """Jᵀ·v, matrix-free (reverse mode)."""
+        flat_field, ravel, unravel, inputs = self._flat_field(x)
+
+        def one(u, v, inp):
+            return jax.vjp(lambda w: flat_field(w, inp), u)[1](v)[0]
+
+        out = jax.vmap(one)(jax.vmap(ravel)(state), jax.vmap(ravel)(cotangent), inputs)
+        return jax.vmap(unravel)(out)
+
+    def symmetry(self, state: State, x) -> Array:
+        """‖S‖/(‖S‖ + ‖A‖) of the Jacobian per sample (Frobenius norms; S, A its symmetric and
+        skew parts). 1 for energy models; homeostasis §3."""
+        jac = self.jacobian(state, x)
+        sym = 0.5 * (jac + jnp.swapaxes(jac, -1, -2))
+        skew = 0.5 * (jac - jnp.swapaxes(jac, -1, -2))
+        s = jnp.sqrt(jnp.sum(jnp.abs(sym) ** 2, axis=(-1, -2)))
+        a = jnp.sqrt(jnp.sum(jnp.abs(skew) ** 2, axis=(-1, -2)))
+        return s / (s + a)
+
+    def homeostatic_loss(self, state: State, x, key: PRNGKeyArray, samples: int = 1) -> Array:
+        """Hutchinson estimate of E_ε[‖Jε‖² − εᵀJ²ε] = Tr(JᵀJ) − Tr(J²) = 2‖A‖²_F per sample
+        (homeostasis Eq. 12 and App. A.2), with `samples` Gaussian probes."""
+        flat_field, ravel, _, inputs = self._flat_field(x)
+        flat = jax.vmap(ravel)(state)
+        batch, n = flat.shape
+        noise = jax.random.normal(key, (samples, batch, n), flat.dtype)
+
+        def one(u, eps, inp):
+            f = lambda w: flat_field(w, inp)  # noqa: E731
+            j_eps = jax.jvp(f, (u,), (eps,))[1]
+            jj_eps = jax.jvp(f, (u,), (j_eps,))[1]
+            return jnp.sum(j_eps * j_eps) - jnp.sum(eps * jj_eps)
+
+        values = jax.vmap(lambda eps: jax.vmap(one)(flat, eps, inputs))(noise)
+        return jnp.mean(values, axis=0)
+
+    # -- learning rules --------------------------------------------------------------------
+    def rule(self, param: str, state: State, x, y=None, response: State | None = None) -> Array:
+        """The derived learning rule of `param` evaluated per sample: −∂E/∂θ at `state` (energy
+        form) or (∂F/∂θ)ᵀ·dβu with dβu = `response` (flow and map forms)."""
+        rule = self.program.rules[param]
+        inputs = self._inputs(x)
+        targets = self._targets(y, _batch_size(inputs))
+        extra = {"d:" + s: v for s, v in (response or {}).items()}
+        run = self._per_sample({param: rule.expression})
+        return jax.vmap(run, in_axes=(0, 0, 0, None, 0))(state, inputs, targets, jnp.asarray(0.0), extra)[param]
+
+
+def _initialise(spec, key, dtype) -> Array:
+    init = jax.nn.initializers
+    shape = spec.shape
+    args = spec.init_args
+    fans = dict(in_axis=1, out_axis=0) if len(shape) >= 2 else {}
+    table = {
+        "glorot": lambda: init.glorot_uniform(**fans),
+        "glorot_normal": lambda: init.glorot_normal(**fans),
+        "he": lambda: init.he_uniform(**fans),
+        "lecun": lambda: init.lecun_normal(**fans),
+        "orthogonal": lambda: init.orthogonal(column_axis=0),
+        "zeros": lambda: init.zeros,
+        "ones": lambda: init.ones,
+        "normal": lambda: init.normal(stddev=args[0]),
+        "constant": lambda: init.constant(args[0]),
+    }
+    if spec.init == "uniform":
+        low, high = (-args[0], args[0]) if len(args) == 1 else args
+        return jax.random.uniform(key, shape, dtype, low, high)
+    return table[spec.init]()(key, shape, dtype)
+
+
+def emit(program: Program, key: PRNGKeyArray, dtype=None, solver: FixedPointSolver | None = None,
+         dt: float | None = None) -> EqnModel:
+    """Build the Equinox module of a program, its parameters drawn from `key`."""
+    dtype = jnp.dtype(dtype or jnp.float32)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first")
+    fields = {name: Array for name in program.params}
+    cls = type(_class_name(program.name), (EqnModel,), {"__annotations__": fields, "__module__": __name__,
+                                                       "__doc__": f"Compiled from {program.filename}."})
+    keys = jax.random.split(key, max(1, len(program.params)))
+    params = {name: _initialise(spec, k, dtype) for (name, spec), k in zip(program.params.items(), keys)}
+    if dt is None:
+        dt = 1.0 if program.form == "map" else 0.2
+    return cls(program=program, solver=solver or FixedStep(), dt=float(dt), **params)
+
+
+def _class_name(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_")) or "Model"
+
+
+RESERVED_NAMES = frozenset(name for name in dir(EqnModel) if not name.startswith("__")) | {"program", "solver", "dt"}

@@ -1,0 +1,478 @@
+"""The typed intermediate representation: immutable expression DAGs over per-sample tensors.
+
+Every node knows its shape and the source span it came from. Smart constructors (`add`, `mul`,
+`matmul`, …) check shapes and fold trivial algebra (x·1, x+0, −(−x), constants) as they build,
+so derived expressions come out simplified without a separate pass.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..dsl.ast import Span
+
+Shape = tuple[int, ...]
+
+
+class ShapeMismatch(Exception):
+    """Raised by constructors; the checker turns it into a located `EqnShapeError`."""
+
+
+# ----------------------------------------------------------------------------- nodes
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    shape: Shape
+    span: Span | None = field(default=None, compare=False, repr=False)
+    uid: int = field(default_factory=lambda: next(_ids), compare=False, repr=False)
+
+    def __hash__(self):
+        return self.uid
+
+    def __eq__(self, other):
+        return self is other
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Const(Node):
+    """A real scalar constant."""
+
+    value: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Zero(Node):
+    """A tensor of zeros; the additive identity that derivations produce."""
+
+
+@dataclass(frozen=True, eq=False)
+class Var(Node):
+    """A leaf: kind is state, input, target, param, beta, cotangent (dβ of a state) or local."""
+
+    name: str = ""
+    kind: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Op(Node):
+    """An operation `op` on `args` with hashable static attributes `attrs`."""
+
+    op: str = ""
+    args: tuple[Node, ...] = ()
+    attrs: tuple = ()
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        return default
+
+
+# Special ops that carry structure for printing and derivation:
+#   named   args=(body,)  attrs=(("name", let name),)             a let binding, printed by name
+#   call    args=(arg,)   attrs=(("name", f), ("primes", k), ("param", p), ("body", ir))
+#                         a one-argument elementwise user function applied to arg
+
+
+def const(value: float) -> Const:
+    return Const((), value=float(value))
+
+
+def zeros(shape: Shape) -> Zero:
+    return Zero(tuple(shape))
+
+
+def is_const(node: Node, value: float | None = None) -> bool:
+    return isinstance(node, Const) and (value is None or node.value == value)
+
+
+def is_zero(node: Node) -> bool:
+    return isinstance(node, Zero) or is_const(node, 0.0)
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def broadcast_shapes(a: Shape, b: Shape) -> Shape:
+    result = []
+    for x, y in itertools.zip_longest(reversed(a), reversed(b), fillvalue=1):
+        if x != y and 1 not in (x, y):
+            raise ShapeMismatch(f"shapes {fmt_shape(a)} and {fmt_shape(b)} do not broadcast")
+        result.append(max(x, y))
+    return tuple(reversed(result))
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
+
+
+# ----------------------------------------------------------------------------- op registry
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """What the compiler knows about one operation.
+
+    `holomorphic`: whether the operation is complex-differentiable (see DESIGN.md).
+    `vjp(node, cotangent) -> tuple of cotangents, one per argument` in IR.
+    `evaluate(values, node) -> array` is attached by the emitter (`_emit.py`).
+    """
+
+    name: str
+    holomorphic: bool
+    vjp: Callable[[Op, Node], tuple[Node | None, ...]] | None
+    elementwise: bool = False
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register_op(name: str, *, holomorphic: bool, vjp=None, elementwise: bool = False) -> None:
+    OPS[name] = OpDef(name, holomorphic, vjp, elementwise)
+
+
+def op(name: str, args: tuple[Node, ...], shape: Shape, attrs: tuple = (), span: Span | None = None) -> Op:
+    return Op(tuple(shape), span, op=name, args=tuple(args), attrs=tuple(attrs))
+
+
+# ----------------------------------------------------------------------------- smart constructors
+
+
+def neg(a: Node, span=None) -> Node:
+    if is_zero(a):
+        return a
+    if isinstance(a, Const):
+        return const(-a.value)
+    if isinstance(a, Op) and a.op == "neg":
+        return a.args[0]
+    if isinstance(a, Op) and a.op == "sub":
+        return sub(a.args[1], a.args[0], span)
+    if isinstance(a, Op) and a.op == "outer" and isinstance(a.args[0], Op) and a.args[0].op == "sub":
+        first = a.args[0]
+        return outer(sub(first.args[1], first.args[0]), a.args[1], span)
+    return op("neg", (a,), a.shape, span=span)
+
+
+def _fold(fn, a: Node, b: Node) -> Node | None:
+    if isinstance(a, Const) and isinstance(b, Const):
+        return const(fn(a.value, b.value))
+    return None
+
+
+def same(a: Node, b: Node, depth: int = 12) -> bool:
+    """Structural equality of two sub-expressions (bounded depth; False when unsure)."""
+    if a is b:
+        return True
+    if type(a) is not type(b) or a.shape != b.shape or depth == 0:
+        return False
+    if isinstance(a, Const):
+        return a.value == b.value
+    if isinstance(a, Zero):
+        return True
+    if isinstance(a, Var):
+        return a.name == b.name and a.kind == b.kind
+    if isinstance(a, Op):
+        return (a.op == b.op and a.attrs == b.attrs and len(a.args) == len(b.args)
+                and all(same(x, y, depth - 1) for x, y in zip(a.args, b.args)))
+    return False
+
+
+def _coefficient(node: Node) -> tuple[float, Node]:
+    """node = c·rest with a constant c (1 when there is none)."""
+    if isinstance(node, Op) and node.op == "mul" and isinstance(node.args[0], Const):
+        return node.args[0].value, node.args[1]
+    if isinstance(node, Op) and node.op == "neg":
+        c, rest = _coefficient(node.args[0])
+        return -c, rest
+    return 1.0, node
+
+
+def _combine(a: Node, b: Node, sign: float, shape: Shape) -> Node | None:
+    """c₁x ± c₂x → (c₁ ± c₂)x, so derived fields read like the equations one would write."""
+    ca, ra = _coefficient(a)
+    cb, rb = _coefficient(b)
+    if isinstance(ra, Const) or not same(ra, rb):
+        return None
+    return broadcast(mul(const(ca + sign * cb), ra), shape)
+
+
+def add(a: Node, b: Node, span=None) -> Node:
+    shape = broadcast_shapes(a.shape, b.shape)
+    if (folded := _fold(lambda x, y: x + y, a, b)) is not None:
+        return folded
+    if (combined := _combine(a, b, 1.0, shape)) is not None:
+        return combined
+    if is_zero(b):
+        return broadcast(a, shape)
+    if is_zero(a):
+        return broadcast(b, shape)
+    if isinstance(b, Op) and b.op == "neg":
+        return sub(a, b.args[0], span)
+    if isinstance(a, Op) and a.op == "neg":
+        return sub(b, a.args[0], span)
+    return op("add", (a, b), shape, span=span)
+
+
+def sub(a: Node, b: Node, span=None) -> Node:
+    shape = broadcast_shapes(a.shape, b.shape)
+    if (folded := _fold(lambda x, y: x - y, a, b)) is not None:
+        return folded
+    if (combined := _combine(a, b, -1.0, shape)) is not None:
+        return combined
+    if is_zero(b):
+        return broadcast(a, shape)
+    if is_zero(a):
+        return broadcast(neg(b), shape)
+    if isinstance(b, Op) and b.op == "neg":
+        return add(a, b.args[0], span)
+    return op("sub", (a, b), shape, span=span)
+
+
+def _unbroadcast_const(node: Node) -> Node:
+    if isinstance(node, Op) and node.op == "broadcast" and isinstance(node.args[0], Const):
+        return node.args[0]
+    return node
+
+
+def mul(a: Node, b: Node, span=None) -> Node:
+    shape = broadcast_shapes(a.shape, b.shape)
+    a, b = _unbroadcast_const(a), _unbroadcast_const(b)
+    if (folded := _fold(lambda x, y: x * y, a, b)) is not None:
+        return folded
+    if is_zero(a) or is_zero(b):
+        return zeros(shape)
+    if is_const(a, 1.0):
+        return broadcast(b, shape)
+    if is_const(b, 1.0):
+        return broadcast(a, shape)
+    if is_const(a, -1.0):
+        return broadcast(neg(b), shape)
+    if is_const(b, -1.0):
+        return broadcast(neg(a), shape)
+    if isinstance(b, Const) and not isinstance(a, Const):
+        a, b = b, a
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(mul(a.args[0], b, span))
+    if isinstance(b, Op) and b.op == "neg":
+        return neg(mul(a, b.args[0], span))
+    if isinstance(a, Const) and isinstance(b, Op) and b.op == "mul" and isinstance(b.args[0], Const):
+        return mul(const(a.value * b.args[0].value), b.args[1], span)
+    return op("mul", (a, b), shape, span=span)
+
+
+def div(a: Node, b: Node, span=None) -> Node:
+    shape = broadcast_shapes(a.shape, b.shape)
+    if isinstance(b, Const) and b.value != 0:
+        if isinstance(a, Const):
+            return const(a.value / b.value)
+        return mul(const(1.0 / b.value), a, span)
+    if is_zero(a):
+        return zeros(shape)
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(div(a.args[0], b, span))
+    return op("div", (a, b), shape, span=span)
+
+
+def power(a: Node, b: Node, span=None) -> Node:
+    shape = broadcast_shapes(a.shape, b.shape)
+    if (folded := _fold(lambda x, y: x**y, a, b)) is not None:
+        return folded
+    if is_const(b, 1.0):
+        return a
+    if is_const(b, 0.0):
+        return broadcast(const(1.0), shape)
+    return op("pow", (a, b), shape, span=span)
+
+
+def broadcast(a: Node, shape: Shape) -> Node:
+    shape = tuple(shape)
+    if a.shape == shape:
+        return a
+    if isinstance(a, Zero):
+        return zeros(shape)
+    if isinstance(a, Const) or a.shape == ():
+        return op("broadcast", (a,), shape, (("shape", shape),))
+    broadcast_shapes(a.shape, shape)
+    return op("broadcast", (a,), shape, (("shape", shape),))
+
+
+def sum_to(a: Node, shape: Shape) -> Node:
+    """Sum a broadcast cotangent back down to `shape` (the adjoint of `broadcast`)."""
+    shape = tuple(shape)
+    if a.shape == shape:
+        return a
+    if isinstance(a, Zero):
+        return zeros(shape)
+    if shape == ():
+        return reduce_sum(a)
+    return op("sum_to", (a,), shape, (("shape", shape),))
+
+
+def reduce_sum(a: Node, span=None) -> Node:
+    if a.shape == ():
+        return a
+    if isinstance(a, Zero):
+        return zeros(())
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(reduce_sum(a.args[0], span))
+    return op("sum", (a,), (), span=span)
+
+
+def matmul(a: Node, b: Node, span=None) -> Node:
+    if a.ndim == 0 or b.ndim == 0 or a.ndim > 2 or b.ndim > 2:
+        raise ShapeMismatch(f"'@' needs vectors or matrices, got {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}")
+    inner_a = a.shape[-1]
+    inner_b = b.shape[0]
+    if inner_a != inner_b:
+        raise ShapeMismatch(f"'@' shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} do not match "
+                            f"({inner_a} ≠ {inner_b})")
+    shape = a.shape[:-1] + b.shape[1:]
+    if is_zero(a) or is_zero(b):
+        return zeros(shape)
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(matmul(a.args[0], b, span))
+    if isinstance(b, Op) and b.op == "neg":
+        return neg(matmul(a, b.args[0], span))
+    return op("matmul", (a, b), shape, span=span)
+
+
+def dot(a: Node, b: Node, span=None) -> Node:
+    if a.shape != b.shape:
+        raise ShapeMismatch(f"'.' needs equal shapes, got {fmt_shape(a.shape)} . {fmt_shape(b.shape)}")
+    if is_zero(a) or is_zero(b):
+        return zeros(())
+    if a.shape == ():
+        return mul(a, b, span)
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(dot(a.args[0], b, span))
+    if isinstance(b, Op) and b.op == "neg":
+        return neg(dot(a, b.args[0], span))
+    return op("dot", (a, b), (), span=span)
+
+
+def outer(a: Node, b: Node, span=None) -> Node:
+    if a.ndim > 1 or b.ndim > 1:
+        raise ShapeMismatch(f"outer needs vectors, got {fmt_shape(a.shape)} and {fmt_shape(b.shape)}")
+    if a.ndim == 0 or b.ndim == 0:
+        return mul(a, b, span)
+    shape = a.shape + b.shape
+    if is_zero(a) or is_zero(b):
+        return zeros(shape)
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(outer(a.args[0], b, span))
+    if isinstance(b, Op) and b.op == "neg":
+        return neg(outer(a, b.args[0], span))
+    return op("outer", (a, b), shape, span=span)
+
+
+def transpose(a: Node, span=None) -> Node:
+    if a.ndim < 2:
+        return a
+    if isinstance(a, Zero):
+        return zeros(a.shape[::-1])
+    if isinstance(a, Op) and a.op == "transpose":
+        return a.args[0]
+    if isinstance(a, Op) and a.op == "neg":
+        return neg(transpose(a.args[0], span))
+    return op("transpose", (a,), a.shape[::-1], span=span)
+
+
+def reshape(a: Node, shape: Shape, span=None) -> Node:
+    shape = tuple(shape)
+    if a.shape == shape:
+        return a
+    if isinstance(a, Zero):
+        return zeros(shape)
+    return op("reshape", (a,), shape, (("shape", shape),), span=span)
+
+
+def unary(name: str, a: Node, span=None) -> Node:
+    return op(name, (a,), a.shape, span=span)
+
+
+# ----------------------------------------------------------------------------- traversal
+
+
+def children(node: Node) -> tuple[Node, ...]:
+    return node.args if isinstance(node, Op) else ()
+
+
+def walk(root: Node):
+    """Each node of the DAG once, children before parents."""
+    seen: set[int] = set()
+    order: list[Node] = []
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if node.uid in seen:
+            continue
+        seen.add(node.uid)
+        stack.append((node, True))
+        for child in children(node):
+            if child.uid not in seen:
+                stack.append((child, False))
+    return order
+
+
+def free_vars(root: Node) -> dict[str, Var]:
+    """Leaves reached from root, by name (call bodies are closed over their own parameter)."""
+    found: dict[str, Var] = {}
+    for node in walk(root):
+        if isinstance(node, Var) and node.kind != "local":
+            found.setdefault(node.name, node)
+    return found
+
+
+def substitute(root: Node, mapping: dict[str, Node]) -> Node:
+    """Replace leaves named in `mapping`, rebuilding through the smart constructors."""
+    memo: dict[int, Node] = {}
+    for node in walk(root):
+        if isinstance(node, Var):
+            memo[node.uid] = mapping.get(node.name, node)
+        elif isinstance(node, Op):
+            args = tuple(memo[a.uid] for a in node.args)
+            memo[node.uid] = node if all(x is y for x, y in zip(args, node.args)) else rebuild(node, args)
+        else:
+            memo[node.uid] = node
+    return memo[root.uid]
+
+
+_REBUILD = {
+    "add": add, "sub": sub, "mul": mul, "div": div, "pow": power, "matmul": matmul, "dot": dot,
+    "outer": outer,
+}
+
+
+def rebuild(node: Op, args: tuple[Node, ...]) -> Node:
+    if node.op in _REBUILD:
+        return _REBUILD[node.op](*args, span=node.span)
+    if node.op == "neg":
+        return neg(args[0], node.span)
+    if node.op == "transpose":
+        return transpose(args[0], node.span)
+    if node.op == "sum":
+        return reduce_sum(args[0], node.span)
+    if node.op == "sum_to":
+        return sum_to(args[0], node.attr("shape"))
+    if node.op == "broadcast":
+        return broadcast(args[0], node.attr("shape"))
+    if node.op == "reshape":
+        return reshape(args[0], node.attr("shape"), node.span)
+    shape = node.shape
+    if node.op == "call" or (node.op in OPS and OPS[node.op].elementwise):
+        shape = ()
+        for arg in args:
+            shape = broadcast_shapes(shape, arg.shape)
+    return Op(shape, node.span, op=node.op, args=args, attrs=node.attrs)

@@ -1,0 +1,74 @@
+"""The checked, derived form of a model: what the emitter and the runtime consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..dsl.ast import Span
+from ..dsl.errors import EqnError
+from ._derive import Rule
+from ._ir import Node, Shape
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: Shape
+    init: str
+    init_args: tuple[float, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class NonHolomorphic:
+    """One use of a non-holomorphic operation, with where it was written."""
+
+    operation: str
+    span: Span
+
+
+@dataclass(eq=False)
+class Program:
+    """A model after checking and derivation. Plain data: no JAX arrays, no parser objects.
+
+    `field[s]` is the nudged vector field du_s/dt as a function of the states, inputs, targets,
+    parameters and `beta` (for the map form it is G_β(u) − u, whose zeros are the map's fixed
+    points); `update[s]` is G_β(u) for maps. `dynamics[s]` is the free dynamics as written or, for
+    an energy, derived (−∂E/∂u).
+    """
+
+    name: str
+    filename: str
+    source: str
+    form: str  # "energy", "flow" or "map"
+    consts: dict[str, float]
+    inputs: dict[str, Shape]
+    targets: dict[str, Shape]
+    states: dict[str, Shape]
+    output: str
+    params: dict[str, ParamSpec]
+    ties: dict[str, Node]
+    pairs: list[tuple[str, str]]
+    lets: dict[str, Node]
+    energy: Node | None
+    cost: Node | None
+    dynamics: dict[str, Node]
+    field: dict[str, Node]
+    update: dict[str, Node] | None
+    explicit_beta: bool
+    non_holomorphic: list[NonHolomorphic]
+    rules: dict[str, Rule]
+    warnings: list[EqnError] = field(default_factory=list)
+
+    @property
+    def holomorphic(self) -> bool:
+        return not self.non_holomorphic
+
+    def param_count(self) -> int:
+        total = 0
+        for spec in self.params.values():
+            size = 1
+            for d in spec.shape:
+                size *= d
+            total += size
+        return total
