@@ -394,6 +394,10 @@ class _Checker:
         args = [self.lower(a, scope) for a in e.args]
         if any(a is None for a in args):
             return None
+        python = _functions.lookup(name)
+        op_name = python.op_name if python is not None else name
+        if op_name in OPS and not OPS[op_name].holomorphic:
+            self._non_holomorphic.setdefault((name, e.span.line, e.span.column), NonHolomorphic(name, e.span))
         if name in ELEMENTWISE_FUNCTIONS:
             if not self._arity(e, 1):
                 return None
@@ -402,7 +406,6 @@ class _Checker:
             self.error(EqnFunctionError, f"'{name}' is not an elementwise function of one argument, so {name}' "
                        "is not defined", e.func_span)
             return None
-        python = _functions.lookup(name)
         if python is not None:
             return self._python_call(python, e, args)
         return self._structural(name, e, args)
@@ -629,6 +632,7 @@ class _Checker:
         self._tie_state: dict[str, str] = {}
         self._fn_bodies: dict[str, Node] = {}
         self._fn_state: dict[str, str] = {}
+        self._non_holomorphic: dict[tuple, NonHolomorphic] = {}
         self.collect()
         if self.model_decl is not None and self.model_decl.holomorphic:
             self.require_holomorphic = True
@@ -703,8 +707,7 @@ class _Checker:
                 self.tie(name)
         for fn in self.fn_decls.values():
             self.fn_body(fn)
-        roots = ([energy] if energy is not None else []) + list(written.values()) + ([cost] if cost is not None else [])
-        non_holomorphic = self.classify_holomorphy(roots)
+        non_holomorphic = self.classify_holomorphy()
         if self.errors:
             return None
         return self.derive(form, energy, written, cost, explicit_beta, non_holomorphic)
@@ -791,23 +794,10 @@ class _Checker:
                 continue
             self.warn(f"{kind} '{name}' is never used", span)
 
-    def classify_holomorphy(self, roots: list[Node]) -> list[NonHolomorphic]:
-        found: dict[tuple, NonHolomorphic] = {}
-        pending = list(roots)
-        seen: set[int] = set()
-        while pending:
-            root = pending.pop()
-            for node in _ir.walk(root):
-                if node.uid in seen or not isinstance(node, Op):
-                    continue
-                seen.add(node.uid)
-                if node.op == "call":
-                    pending.append(node.attr("body"))
-                name = node.attr("of") if node.op == "vjp" else node.op
-                if not OPS[name].holomorphic and node.span is not None and node.op != "vjp":
-                    label = name[3:] if name.startswith("py:") else name
-                    key = (label, node.span.line, node.span.column)
-                    found.setdefault(key, NonHolomorphic(label, node.span))
+    def classify_holomorphy(self) -> list[NonHolomorphic]:
+        """Every call to a non-holomorphic operation the author wrote (recorded while lowering, so
+        that simplification cannot hide one)."""
+        found = self._non_holomorphic
         result = sorted(found.values(), key=lambda n: (n.span.line, n.span.column))
         if self.require_holomorphic:
             for n in result:

@@ -55,8 +55,9 @@ def _logsumexp(x):
 
 
 def _conv(x, kernel, stride, padding):
+    dtype = jnp.result_type(x, kernel)
     out = jax.lax.conv_general_dilated(
-        x[None], kernel, (stride, stride), [(padding, padding), (padding, padding)],
+        x[None].astype(dtype), kernel.astype(dtype), (stride, stride), [(padding, padding), (padding, padding)],
         dimension_numbers=("NCHW", "OIHW", "NCHW"))
     return out[0]
 
@@ -401,14 +402,19 @@ class EqnModel(eqx.Module):
         return jnp.mean(values, axis=0)
 
     # -- learning rules --------------------------------------------------------------------
-    def rule(self, param: str, state: State, x, y=None, response: State | None = None) -> Array:
+    def rule(self, param: str, state: State, x, y=None, response: State | None = None,
+             part: str = "dynamics") -> Array:
         """The derived learning rule of `param` evaluated per sample: −∂E/∂θ at `state` (energy
-        form) or (∂F/∂θ)ᵀ·dβu with dβu = `response` (flow and map forms)."""
+        form) or (∂F/∂θ)ᵀ·dβu with dβu = `response` (flow and map forms); with part="cost", the
+        term −∂C/∂θ of a parameter the cost reads."""
         rule = self.program.rules[param]
+        expression = rule.expression if part == "dynamics" else rule.cost_expression
+        if expression is None:
+            raise ValueError(f"the cost does not read '{param}'")
         inputs = self._inputs(x)
         targets = self._targets(y, _batch_size(inputs))
         extra = {"d:" + s: v for s, v in (response or {}).items()}
-        run = self._per_sample({param: rule.expression})
+        run = self._per_sample({param: expression})
         return jax.vmap(run, in_axes=(0, 0, 0, None, 0))(state, inputs, targets, jnp.asarray(0.0), extra)[param]
 
 

@@ -1,0 +1,201 @@
+"""The `eqn` command: check, inspect and (in later subcommands) train `.eqn` models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..dsl.errors import EqnError, ErrorList
+
+
+def _consts(pairs: list[str]) -> dict[str, float]:
+    consts: dict[str, float] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"eqn: error: --const expects NAME=VALUE, got {pair!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise SystemExit(f"eqn: error: --const {name}: {value!r} is not a number") from None
+        consts[name.strip()] = int(number) if number.is_integer() else number
+    return consts
+
+
+def _load(path: str, consts: dict, holomorphic: bool = False):
+    from ..compiler import load
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    return load(Path(path), consts=consts, holomorphic=holomorphic)
+
+
+def _report(exc: Exception) -> None:
+    if isinstance(exc, ErrorList):
+        print(exc.render(), file=sys.stderr)
+    elif isinstance(exc, EqnError):
+        print(exc.render(), file=sys.stderr)
+    elif isinstance(exc, FileNotFoundError):
+        print(f"eqn: error: cannot read {exc.args[0]}: no such file", file=sys.stderr)
+    elif isinstance(exc, (IsADirectoryError, PermissionError)):
+        print(f"eqn: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+    else:
+        raise exc
+
+
+def cmd_check(args) -> int:
+    status = 0
+    consts = _consts(args.const)
+    for path in args.files:
+        try:
+            program = _load(path, consts, args.holomorphic)
+        except (ErrorList, EqnError, OSError) as exc:
+            _report(exc)
+            status = 1
+            continue
+        for warning in program.warnings:
+            print(warning.render(), file=sys.stderr)
+        if not args.quiet:
+            holo = "holomorphic" if program.holomorphic else "not holomorphic"
+            print(f"{path}: ok ({program.form}, {len(program.states)} states, "
+                  f"{program.param_count()} parameters, {holo})")
+    return status
+
+
+def cmd_rules(args) -> int:
+    try:
+        program = _load(args.file, _consts(args.const))
+    except (ErrorList, EqnError, OSError) as exc:
+        _report(exc)
+        return 1
+    if args.json:
+        from ..compiler import render
+        print(json.dumps({name: {"rule": r.text(), "expression": render(r.expression),
+                                 "cost_expression": None if r.cost_expression is None else render(r.cost_expression),
+                                 "reads": list(r.reads), "post": list(r.post), "pre": list(r.pre),
+                                 "other_params": list(r.other_params), "local": r.local}
+                          for name, r in program.rules.items()}, indent=2, ensure_ascii=False))
+        return 0
+    print(f"# learning rules of {program.name} ({program.form}); "
+          + ("dβ(u) is the response of state u to the nudge" if program.form != "energy"
+             else "[·]^β is evaluated at the nudged, [·]^0 at the free equilibrium"))
+    width = max((len(n) for n in program.rules), default=1)
+    for name, rule in program.rules.items():
+        text = rule.text().split(" ∝ ", 1)[1]
+        print(f"{name:<{width}} :  Δ{name} ∝ {text}")
+        print(f"{'':<{width}}    {rule.reads_text()}")
+    return 0
+
+
+def describe(program) -> dict:
+    """The summary behind `eqn show --json`."""
+    return {
+        "name": program.name,
+        "file": program.filename,
+        "form": program.form,
+        "inputs": {n: list(s) for n, s in program.inputs.items()},
+        "target": {n: list(s) for n, s in program.targets.items()},
+        "states": {n: list(s) for n, s in program.states.items()},
+        "output": program.output,
+        "params": {n: {"shape": list(spec.shape), "count": _size(spec.shape), "init": spec.init}
+                   for n, spec in program.params.items()},
+        "tied": sorted(program.ties),
+        "pairs": [list(p) for p in program.pairs],
+        "param_count": program.param_count(),
+        "holomorphic": program.holomorphic,
+        "non_holomorphic": [{"operation": n.operation, "line": n.span.line, "column": n.span.column}
+                            for n in program.non_holomorphic],
+        "explicit_beta": program.explicit_beta,
+        "consts": program.consts,
+    }
+
+
+def _size(shape) -> int:
+    size = 1
+    for d in shape:
+        size *= d
+    return size
+
+
+def cmd_show(args) -> int:
+    try:
+        program = _load(args.file, _consts(args.const))
+    except (ErrorList, EqnError, OSError) as exc:
+        _report(exc)
+        return 1
+    info = describe(program)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from ..compiler import render
+
+    def shape(s):
+        return "[" + ", ".join(map(str, s)) + "]"
+
+    print(f"model {program.name}  ({program.filename})")
+    print(f"  form         {program.form}" + ("  (β placed by the author)" if program.explicit_beta else ""))
+    print(f"  inputs       " + ", ".join(f"{n}{shape(s)}" for n, s in program.inputs.items()))
+    print(f"  target       " + ", ".join(f"{n}{shape(s)}" for n, s in program.targets.items()))
+    print(f"  states       " + ", ".join(f"{n}{shape(s)}" + (" (output)" if n == program.output else "")
+                                         for n, s in program.states.items()))
+    print(f"  params       {program.param_count()} in all")
+    width = max((len(n) for n in program.params), default=1)
+    for n, spec in program.params.items():
+        print(f"    {n:<{width}} {shape(spec.shape):<16} {_size(spec.shape):>10}  ~ {spec.init}")
+    for tied, node in program.ties.items():
+        print(f"    {tied:<{width}} tied = {render(node.args[0])}")
+    if program.pairs:
+        print("  pairs        " + ", ".join(f"{f} / {b}" for f, b in program.pairs))
+    if program.holomorphic:
+        print("  holomorphic  yes")
+    else:
+        print("  holomorphic  no: " + ", ".join(f"{n.operation} (line {n.span.line}:{n.span.column})"
+                                                 for n in program.non_holomorphic))
+    label = "derived flow" if program.form == "energy" else "free dynamics"
+    print(f"  {label}:")
+    for s, node in program.dynamics.items():
+        lhs = f"{s} <-" if program.form == "map" else f"d{s}/dt ="
+        print(f"    {lhs} {render(node)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eqn", description="Compile, inspect and train Equilibrium "
+                                     "Propagation models written in the .eqn language.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="check .eqn files; exit 1 with located errors if any is wrong")
+    check.add_argument("files", nargs="+")
+    check.add_argument("--const", action="append", metavar="NAME=VALUE", help="override a constant")
+    check.add_argument("--holomorphic", action="store_true", help="refuse non-holomorphic operations")
+    check.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    check.set_defaults(run=cmd_check)
+
+    rules = sub.add_parser("rules", help="print the derived learning rule of every parameter")
+    rules.add_argument("file")
+    rules.add_argument("--const", action="append", metavar="NAME=VALUE")
+    rules.add_argument("--json", action="store_true")
+    rules.set_defaults(run=cmd_rules)
+
+    show = sub.add_parser("show", help="form, inputs, states, parameters and holomorphy of a model")
+    show.add_argument("file")
+    show.add_argument("--const", action="append", metavar="NAME=VALUE")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("eqn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

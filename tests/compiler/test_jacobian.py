@@ -1,0 +1,106 @@
+"""Jacobians, symmetry and the homeostatic loss of compiled models (homeostasis §3, Eq. 12, App. A.2)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import TINY, randomise_params, random_like, tiny_model
+
+import eqn
+
+FLAT_MODELS = sorted(n for n in TINY if n != "conv_softpool")
+
+
+def _setup(name):
+    model = randomise_params(tiny_model(name), jax.random.PRNGKey(1), scale=0.5)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(2))
+    state = random_like(k1, model.program.states, 2, 0.5)
+    (x_shape,) = model.program.inputs.values()
+    x = jax.random.normal(k2, (2,) + x_shape, jnp.float64)
+    return model, state, x
+
+
+def _ravel(state, names):
+    return jnp.concatenate([state[n].reshape(state[n].shape[0], -1) for n in names], axis=1)
+
+
+@pytest.mark.parametrize("name", FLAT_MODELS)
+def test_dense_jacobian_equals_jacfwd_and_matrix_free_products_agree(name):
+    model, state, x = _setup(name)
+    names = list(model.program.states)
+    shapes = model.program.states
+
+    def flat_field(flat, xi):
+        tree, offset = {}, 0
+        for n in names:
+            size = int(np.prod(shapes[n]))
+            tree[n] = flat[offset:offset + size].reshape((1,) + shapes[n])
+            offset += size
+        out = model.vector_field(tree, xi[None])
+        return _ravel(out, names)[0]
+
+    flat = _ravel(state, names)
+    reference = jax.vmap(jax.jacfwd(flat_field))(flat, x)
+    dense = model.jacobian(state, x)
+    np.testing.assert_allclose(dense, reference, rtol=1e-12, atol=1e-12)
+
+    tangent = random_like(jax.random.PRNGKey(3), shapes, 2)
+    jv = _ravel(model.jvp(state, x, tangent), names)
+    vj = _ravel(model.vjp(state, x, tangent), names)
+    t = _ravel(tangent, names)
+    np.testing.assert_allclose(jv, jnp.einsum("bij,bj->bi", dense, t), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(vj, jnp.einsum("bji,bj->bi", dense, t), rtol=1e-11, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["hopfield_mlp"])
+def test_energy_models_have_symmetric_jacobians(name):
+    model, state, x = _setup(name)
+    np.testing.assert_allclose(model.symmetry(state, x), 1.0, atol=1e-12)
+
+
+def test_tied_predictive_coding_is_symmetric():
+    """With w^b = (w^f)' the predictive-coding field is the gradient flow of ½Σ|ε|² (App. D)."""
+    source = (tiny_model("predictive_coding").program.source
+              + "\ntie W2b = W2f'\ntie W3b = W3f'\n")
+    model = eqn.compile(source, consts=TINY["predictive_coding"], dtype=jnp.float64)
+    model = randomise_params(model, jax.random.PRNGKey(5))
+    _, state, x = _setup("predictive_coding")
+    np.testing.assert_allclose(model.symmetry(state, x), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["untied_leaky", "reciprocal_mlp", "output_feedback", "predictive_coding",
+                                  "rnn_untied"])
+def test_untied_models_are_not_symmetric(name):
+    model, state, x = _setup(name)
+    measure = model.symmetry(state, x)
+    assert np.all(measure < 0.99) and np.all(measure > 0.0)
+
+
+def test_symmetry_measure_matches_its_definition():
+    model, state, x = _setup("reciprocal_mlp")
+    jac = np.asarray(model.jacobian(state, x))[0]
+    s = np.linalg.norm((jac + jac.T) / 2)
+    a = np.linalg.norm((jac - jac.T) / 2)
+    np.testing.assert_allclose(model.symmetry(state, x)[0], s / (s + a), rtol=1e-12)
+
+
+def test_hutchinson_homeostatic_loss_converges_to_twice_the_skew_norm():
+    model, state, x = _setup("reciprocal_mlp")
+    jac = np.asarray(model.jacobian(state, x))
+    exact = np.trace(np.swapaxes(jac, 1, 2) @ jac, axis1=1, axis2=2) - np.trace(jac @ jac, axis1=1, axis2=2)
+    skew = (jac - np.swapaxes(jac, 1, 2)) / 2
+    np.testing.assert_allclose(exact, 2 * np.sum(skew**2, axis=(1, 2)), rtol=1e-10)
+    errors = []
+    for samples in (16, 256, 4096):
+        estimate = np.asarray(model.homeostatic_loss(state, x, jax.random.PRNGKey(samples), samples))
+        errors.append(np.max(np.abs(estimate - exact) / exact))
+    assert errors[-1] < 0.1
+    assert errors[-1] < errors[0]
+
+
+def test_homeostatic_loss_vanishes_for_energy_models():
+    model, state, x = _setup("hopfield_mlp")
+    values = model.homeostatic_loss(state, x, jax.random.PRNGKey(0), 8)
+    np.testing.assert_allclose(values, 0.0, atol=1e-10)
