@@ -12,6 +12,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from ..runtime._solvers import FixedPointSolver, FixedStep, SolveStats
@@ -73,7 +74,7 @@ def _conv_transpose(h, kernel, stride, padding, shape):
 def _softpool(x, size, stride, tau):
     """Softmax pooling (holomorphic-ep App. B.2): y = Σ_R softmax(x/τ)_i x_i over each window R."""
     weights = jnp.exp((x - _shift(x)) / tau)
-    zero = jnp.zeros((), x.dtype)
+    zero = np.zeros((), weights.dtype)  # concrete, so JAX picks the differentiable window-sum
 
     def window_sum(v):
         return jax.lax.reduce_window(v, zero, jax.lax.add, (1, size, size), (1, stride, stride), "VALID")
