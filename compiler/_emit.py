@@ -7,6 +7,7 @@ module's methods `vmap` them over the leading batch axis.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -300,28 +301,38 @@ class EqnModel(eqx.Module):
         return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["C"]
 
     # -- fixed points ----------------------------------------------------------------------
-    def _solve(self, x, y, beta, init, solver, return_info):
+    def _solve(self, x, y, beta, init, solver, return_info, key):
         solver = solver or self.solver
         beta = jnp.asarray(beta)
         start = self.init_state(x) if init is None else init
         if jnp.iscomplexobj(beta):
             start = {s: v.astype(jnp.result_type(v, beta)) for s, v in start.items()}
-        state, stats = solver.solve(lambda u: self.vector_field(u, x, y, beta), start, self.dt)
+        state, stats = solver.solve(lambda u: self.vector_field(u, x, y, beta), start, self.dt, key)
         return (state, stats) if return_info else state
 
     def free(self, x, *, init: State | None = None, solver: FixedPointSolver | None = None,
-             return_info: bool = False):
+             return_info: bool = False, key=None):
         """The free fixed point u*₀ (β = 0), from `init` or the zero state."""
-        return self._solve(x, None, 0.0, init, solver, return_info)
+        return self._solve(x, None, 0.0, init, solver, return_info, key)
 
     def nudged(self, x, y, beta, *, init: State | None = None, solver: FixedPointSolver | None = None,
-               return_info: bool = False):
+               return_info: bool = False, key=None):
         """The nudged fixed point u*_β; β may be complex. Start from the free fixed point (`init`)."""
-        return self._solve(x, y, beta, init, solver, return_info)
+        return self._solve(x, y, beta, init, solver, return_info, key)
+
+    def prediction(self, state: State, x) -> Array:
+        """The scores whose argmax is the predicted class: the model's `predict` expression, or
+        the output state."""
+        if self.program.prediction is None:
+            return state[self.program.output]
+        inputs = self._inputs(x)
+        targets = self._targets(None, _batch_size(inputs))
+        run = self._per_sample({"p": self.program.prediction})
+        return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["p"]
 
     def predict(self, x, **kwargs) -> Array:
-        """The output state at the free fixed point."""
-        return self.free(x, **kwargs)[self.program.output]
+        """Class scores at the free fixed point."""
+        return self.prediction(self.free(x, **kwargs), x)
 
     # -- Jacobians and symmetry ------------------------------------------------------------
     def _flat_field(self, x):
@@ -329,7 +340,7 @@ class EqnModel(eqx.Module):
         inputs = self._inputs(x)
         run = self._per_sample(self.program.field)
         shapes = self.program.states
-        sizes = [int(jnp.prod(jnp.array(s))) if s else 1 for s in shapes.values()]
+        sizes = [math.prod(s) for s in shapes.values()]
 
         def unravel(flat):
             out, offset = {}, 0

@@ -59,6 +59,7 @@ class Program:
     non_holomorphic: list[NonHolomorphic]
     rules: dict[str, Rule]
     warnings: list[EqnError] = field(default_factory=list)
+    prediction: Node | None = None  # what the class prediction is the argmax of (default: the output)
 
     @property
     def holomorphic(self) -> bool:

@@ -1,9 +1,9 @@
 """Fixed-point solvers behind one interface.
 
-A solver receives the batched vector field `field(u) -> du/dt` (a pytree function) and a start
-state and returns the fixed point with `SolveStats`. The dynamics run as one `lax.while_loop`
-that stops on a residual tolerance or a step budget, so the step count never unrolls into the
-compiled program.
+A solver receives the batched vector field `field(u) -> du/dt` (a function of a state dict) and a
+start state and returns the fixed point with `SolveStats`. Dynamics run as `lax` loops, so the
+step count never unrolls into the compiled program. A faster solver is a new subclass; the
+estimators only call `solve`.
 """
 
 from __future__ import annotations
@@ -29,34 +29,66 @@ def residual_norm(field: dict) -> jax.Array:
     return jnp.sqrt(sum(squares))
 
 
+def _add_noise(u, key, sigma):
+    leaves, tree = jax.tree_util.tree_flatten(u)
+    keys = jax.random.split(key, len(leaves))
+    noisy = [v + sigma * jax.random.normal(k, v.shape, jnp.real(v).dtype) for v, k in zip(leaves, keys)]
+    return jax.tree_util.tree_unflatten(tree, noisy)
+
+
 class FixedPointSolver(eqx.Module):
     """Finds u with F(u) = 0 by running dynamics; subclasses choose how."""
 
     @abc.abstractmethod
-    def solve(self, field: Callable, u0, dt: float) -> tuple[dict, SolveStats]:
+    def solve(self, field: Callable, u0, dt: float, key=None) -> tuple[dict, SolveStats]:
         ...
 
 
 class FixedStep(FixedPointSolver):
-    """Explicit steps u ← u + dt·F(u) (Euler for flows; with dt = 1, plain iteration of a map
-    u ← G(u) since F = G − id), until ‖F(u)‖ ≤ tol for every sample or `max_steps` is reached."""
+    """Explicit steps u ← u + dt·F(u) (Euler for flows; with dt = 1, iteration of a map u ← G(u),
+    since F = G − id) until ‖F(u)‖ ≤ tol for every sample or `max_steps` is reached.
+
+    `noise` adds Gaussian neuron noise of that standard deviation at every step (holomorphic-ep
+    App. B.1, Table 1); it needs a `key`, and with noise the phase runs all `max_steps`.
+    """
 
     max_steps: int = eqx.field(static=True, default=200)
     tol: float = eqx.field(static=True, default=1e-5)
+    noise: float = eqx.field(static=True, default=0.0)
 
-    def solve(self, field, u0, dt):
+    def solve(self, field, u0, dt, key=None):
+        noisy = self.noise > 0
+        if noisy and key is None:
+            raise ValueError("a solver with neuron noise needs a PRNG key")
+        tol = -1.0 if noisy else self.tol
+
         def cond(carry):
-            step, _, residual = carry
-            return (step < self.max_steps) & (residual > self.tol)
+            step, _, residual, _ = carry
+            return (step < self.max_steps) & (residual > tol)
 
         def body(carry):
-            step, u, _ = carry
+            step, u, _, k = carry
             f = field(u)
             residual = jnp.max(residual_norm(f))
             u = jax.tree_util.tree_map(lambda a, b: a + dt * b, u, f)
-            return step + 1, u, residual
+            if noisy:
+                k, sub = jax.random.split(k)
+                u = _add_noise(u, sub, self.noise)
+            return step + 1, u, residual, k
 
-        init = (jnp.asarray(0), u0, jnp.asarray(jnp.inf, dtype=jnp.result_type(float)))
-        steps, u, _ = jax.lax.while_loop(cond, body, init)
+        init = (jnp.asarray(0), u0, jnp.asarray(jnp.inf, dtype=jnp.result_type(float)),
+                key if key is not None else jax.random.PRNGKey(0))
+        steps, u, _, _ = jax.lax.while_loop(cond, body, init)
         residual = jnp.max(residual_norm(field(u)))
         return u, SolveStats(steps, residual)
+
+
+def unrolled(field: Callable, u0, dt: float, steps: int):
+    """Exactly `steps` Euler/map steps as a `lax.scan` (reverse-differentiable, for BPTT)."""
+
+    def body(u, _):
+        f = field(u)
+        return jax.tree_util.tree_map(lambda a, b: a + dt * b, u, f), None
+
+    u, _ = jax.lax.scan(body, u0, None, length=steps)
+    return u

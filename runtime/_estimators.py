@@ -1,0 +1,503 @@
+"""Gradient estimators: every EP variant and the exact references, behind one interface.
+
+An estimator maps (model, batch) to an estimate of dL/dθ with the model's structure (a pytree to
+descend) and an `info` dict. Sign convention: the compiled nudge gives ∂F/∂β = −∂C/∂u, so the
+response of the fixed point to the nudge is d_βu* = J⁻¹∂C/∂u and
+
+    dL/dθ ≈ −(∂F/∂θ)ᵀ·d_βu* + ∂C/∂θ                      (field path, homeostasis Eq. 6)
+    dL/dθ ≈ Σ_k w_k ∂(E + β_k C)/∂θ (u*_{β_k})           (energy path, holomorphic-ep Eq. 2, 8)
+
+where the points β_k and weights w_k define classic, symmetric and hEP estimates alike. Exact
+references: `rbp` (implicit differentiation at the free fixed point, homeostasis Eq. 4), `bptt`
+(backprop through the unrolled free phase) and `true` (forward-mode d_βu*, homeostasis §4).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+
+from ._solvers import FixedPointSolver, FixedStep, residual_norm, unrolled
+
+Tree = Any
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything an estimator may honour; each uses what applies to it.
+
+    beta: |β|, the teaching amplitude. n: number of points on the circle (hep, online).
+    random_sign: flip the sign of β at random for each batch (continual-ep §5).
+    noise: std of Gaussian neuron noise added at every step of every phase.
+    homeostasis: λ of the homeostatic loss λ·E_ε[‖Jε‖² − εᵀJ²ε] (homeostasis Eq. 12), whose
+      gradient is added; homeostasis_samples: Gaussian probes per sample.
+    path: "energy" or "field" (default: energy for energy models, field otherwise).
+    free_solver / nudged_solver: how the phases find fixed points.
+    eta: per-step learning rate of the continual estimators (cep, cvf); a tiny eta is the
+      debugging variant of continual-ep App. F.2. nudged_steps: their phase length.
+    periods, steps_per_point: the online estimator's oscillation (n points per period).
+    bptt_steps: length of the unrolled free phase for bptt.
+    """
+
+    beta: float = 0.5
+    n: int = 2
+    random_sign: bool = False
+    noise: float = 0.0
+    homeostasis: float = 0.0
+    homeostasis_samples: int = 1
+    path: str | None = None
+    free_solver: FixedPointSolver | None = None
+    nudged_solver: FixedPointSolver | None = None
+    eta: float = 1e-5
+    nudged_steps: int = 20
+    periods: int = 5
+    steps_per_point: int = 60
+    bptt_steps: int | None = None
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _tree_add(a: Tree, b: Tree) -> Tree:
+    return jax.tree_util.tree_map(lambda x, y: x + y, a, b)
+
+
+def _tree_scale(a: Tree, s) -> Tree:
+    return jax.tree_util.tree_map(lambda x: s * x, a)
+
+
+def _zeros_like(model) -> Tree:
+    return jax.tree_util.tree_map(jnp.zeros_like, model)
+
+
+def _batch(x) -> int:
+    return jax.tree_util.tree_leaves(x)[0].shape[0]
+
+
+def _as_complex(tree: Tree) -> Tree:
+    return jax.tree_util.tree_map(lambda p: p.astype(jnp.result_type(p, 1j)), tree)
+
+
+def energy_param_grad(model, state, x, y, beta, weight) -> Tree:
+    """Re[w · ∂(E + βC)/∂θ] averaged over the batch; the holomorphic derivative for complex β."""
+    batch = _batch(x)
+    if jnp.iscomplexobj(beta) or any(jnp.iscomplexobj(v) for v in state.values()):
+        complex_model = _as_complex(model)
+        value, pull = jax.vjp(lambda m: jnp.sum(m.energy(state, x, y, beta)) / batch, complex_model)
+        (grads,) = pull(jnp.ones((), value.dtype))
+        return jax.tree_util.tree_map(lambda g, p: jnp.real(weight * g).astype(p.dtype), grads, model)
+    grads = jax.grad(lambda m: jnp.sum(m.energy(state, x, y, beta)) / batch)(model)
+    return _tree_scale(grads, jnp.real(weight))
+
+
+def field_param_vjp(model, state, x, cotangent) -> Tree:
+    """(∂F/∂θ)ᵀ·v at β = 0, averaged over the batch."""
+    batch = _batch(x)
+    _, pull = jax.vjp(lambda m: m.vector_field(state, x, None, 0.0), model)
+    (grads,) = pull(cotangent)
+    return _tree_scale(grads, 1.0 / batch)
+
+
+def cost_param_grad(model, state, x, y) -> Tree:
+    """∂C/∂θ at a fixed state (nonzero only for parameters the cost reads, e.g. a readout)."""
+    batch = _batch(x)
+    return jax.grad(lambda m: jnp.sum(m.cost(state, y, x)) / batch)(model)
+
+
+def cost_state_grad(model, state, x, y) -> dict:
+    """∂C/∂u per sample."""
+    return jax.grad(lambda s: jnp.sum(model.cost(s, y, x)))(state)
+
+
+def classification_error(model, state, x, y) -> jax.Array:
+    prediction = model.prediction(state, x)
+    return jnp.mean(jnp.argmax(prediction, axis=-1) != jnp.argmax(y, axis=-1))
+
+
+def _real_state(state: dict) -> dict:
+    return {k: jnp.real(v) for k, v in state.items()}
+
+
+# ----------------------------------------------------------------------------- the interface
+
+
+class Estimator(abc.ABC):
+    """Estimates dL/dθ for a batch. Subclasses implement `_estimate` after the free phase."""
+
+    name: str = ""
+    needs_free_phase: bool = True
+    complex_beta: bool = False  # whether it evaluates the dynamics at complex β
+
+    def __call__(self, model, x, y, key, options: Options) -> tuple[Tree, dict]:
+        key_free, key_sign, key_est, key_homeo = jax.random.split(key, 4)
+        opts = options
+        if opts.random_sign:
+            sign = jnp.where(jax.random.bernoulli(key_sign), 1.0, -1.0)
+            opts = replace(opts, beta=sign * opts.beta)
+        free_solver = opts.free_solver or model.solver
+        info: dict[str, jax.Array] = {}
+        if self.needs_free_phase:
+            free, stats = model.free(x, solver=free_solver, return_info=True, key=key_free)
+            free = jax.lax.stop_gradient(free)
+            info["free_residual"], info["free_steps"] = stats.residual, stats.steps
+        else:
+            free = None
+        grads, more, reference_state = self._estimate(model, x, y, free, key_est, opts)
+        info.update(more)
+        state = free if free is not None else reference_state
+        info["loss"] = jnp.mean(model.cost(state, y, x))
+        info["error"] = classification_error(model, state, x, y)
+        if opts.homeostasis:
+            value, homeo = jax.value_and_grad(
+                lambda m: jnp.mean(m.homeostatic_loss(state, x, key_homeo, opts.homeostasis_samples)))(model)
+            grads = _tree_add(grads, _tree_scale(homeo, opts.homeostasis))
+            info["homeostatic_loss"] = value
+        info["finite"] = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
+        return grads, info
+
+    @abc.abstractmethod
+    def _estimate(self, model, x, y, free, key, opts) -> tuple[Tree, dict, dict]:
+        """(grads, info, state at which the loss is reported)."""
+
+    @staticmethod
+    def _path(model, opts) -> str:
+        path = opts.path or ("energy" if model.program.form == "energy" else "field")
+        if path == "energy" and model.program.form != "energy":
+            raise ValueError(f"the energy path needs an energy model; '{model.program.name}' is a {model.program.form}")
+        if path not in ("energy", "field"):
+            raise ValueError(f"path must be 'energy' or 'field', got {path!r}")
+        return path
+
+
+def _from_response(model, x, y, free, response) -> Tree:
+    """dL/dθ ≈ −(∂F/∂θ)ᵀ·d_βu* + ∂C/∂θ (homeostasis Eq. 6, with this package's sign of β)."""
+    grads = _tree_scale(field_param_vjp(model, free, x, _real_state(response)), -1.0)
+    return _tree_add(grads, cost_param_grad(model, free, x, y))
+
+
+# ----------------------------------------------------------------------------- EP from points
+
+
+@dataclass(frozen=True)
+class _Points:
+    betas: tuple[complex, ...]
+    weights: tuple[complex, ...]
+    free_weight: float = 0.0  # weight of the free fixed point (classic)
+
+
+class PointEstimator(Estimator):
+    """EP from nudged fixed points at β_k with weights w_k: d_βu ≈ Σ w_k u*_{β_k} (+ w₀ u*₀)."""
+
+    def points(self, opts) -> _Points:
+        raise NotImplementedError
+
+    def _phases(self, model, x, y, free, key, opts):
+        points = self.points(opts)
+        solver = opts.nudged_solver or opts.free_solver or model.solver
+        betas = jnp.asarray(points.betas)
+        weights = jnp.asarray(points.weights)
+        keys = jax.random.split(key, len(points.betas))
+
+        def nudged(beta, k):
+            return model.nudged(x, y, beta, init=free, solver=solver, return_info=True, key=k)
+
+        states, stats = jax.vmap(nudged)(betas, keys)
+        info = {"nudged_residual": jnp.max(stats.residual), "nudged_steps": jnp.max(stats.steps)}
+        return points, betas, weights, states, info
+
+    def response(self, model, x, y, free, key, opts) -> dict:
+        """The estimate of d_βu* = J⁻¹∂C/∂u from the nudged fixed points."""
+        points, _, weights, states, _ = self._phases(model, x, y, free, key, opts)
+        response = jax.tree_util.tree_map(lambda u: jnp.tensordot(weights, u, axes=1), states)
+        if points.free_weight:
+            response = {k: response[k] + points.free_weight * free[k] for k in response}
+        return _real_state(response)
+
+    def _estimate(self, model, x, y, free, key, opts):
+        points, betas, weights, states, info = self._phases(model, x, y, free, key, opts)
+        if self._path(model, opts) == "energy":
+            per_point = jax.vmap(lambda s, b, w: energy_param_grad(model, s, x, y, b, w))(states, betas, weights)
+            grads = jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), per_point)
+            if points.free_weight:
+                grads = _tree_add(grads, energy_param_grad(model, free, x, y, 0.0, points.free_weight))
+            return grads, info, free
+        response = jax.tree_util.tree_map(lambda u: jnp.tensordot(weights, u, axes=1), states)
+        if points.free_weight:
+            response = {k: response[k] + points.free_weight * free[k] for k in response}
+        return _from_response(model, x, y, free, response), info, free
+
+
+class Classic(PointEstimator):
+    """One-sided difference (u*_β − u*₀)/β: holomorphic-ep Eq. 2, vector-field Eq. 16."""
+
+    name = "classic"
+
+    def points(self, opts):
+        beta = opts.beta
+        return _Points((beta,), (1.0 / beta,), free_weight=-1.0 / beta)
+
+
+class Symmetric(PointEstimator):
+    """(u*_β − u*_−β)/2β: the symmetric estimate, equal to hEP with N = 2."""
+
+    name = "symmetric"
+
+    def points(self, opts):
+        beta = opts.beta
+        return _Points((beta, -beta), (0.5 / beta, -0.5 / beta))
+
+
+class Holomorphic(PointEstimator):
+    """N points β_k = |β|e^{2iπk/N} and the first Fourier coefficient: holomorphic-ep Eq. 8,
+    homeostasis Eq. 7 / Eq. 22. Exact up to O(|β|^N) (holomorphic-ep Eq. 9)."""
+
+    name = "hep"
+    complex_beta = True
+
+    def points(self, opts):
+        n = int(opts.n)
+        if n < 2:
+            raise ValueError(f"hep needs n >= 2 points, got {n}")
+        amplitude = opts.beta
+        betas, weights = [], []
+        for k in range(n):
+            phase = complex(math.cos(2 * math.pi * k / n), math.sin(2 * math.pi * k / n))
+            if n == 2:
+                phase = phase.real
+            betas.append(amplitude * phase)
+            weights.append(1.0 / (n * amplitude * phase))
+        if n == 2:
+            return _Points(tuple(float(b.real) for b in betas), tuple(float(w.real) for w in weights))
+        return _Points(tuple(betas), tuple(weights))
+
+
+# ----------------------------------------------------------------------------- exact references
+
+
+class TrueResponse(Estimator):
+    """d_βu* by forward-mode differentiation of the nudged phase at β = 0 (homeostasis §4,
+    "True d_βu*"): the EP estimate without any finite-β bias."""
+
+    name = "true"
+
+    def _estimate(self, model, x, y, free, key, opts):
+        solver = opts.nudged_solver or opts.free_solver or model.solver
+        steps = getattr(solver, "max_steps", opts.nudged_steps)
+
+        def fixed_point(beta):
+            # A fixed step count: a loop that stops on the residual would stop at once at β = 0
+            # and carry no tangent.
+            return unrolled(lambda u: model.vector_field(u, x, y, beta), free, model.dt, steps)
+
+        if self._path(model, opts) == "energy":
+            def param_grad(beta):
+                return energy_param_grad(model, fixed_point(beta), x, y, beta, 1.0)
+            _, grads = jax.jvp(param_grad, (jnp.asarray(0.0, jnp.result_type(float)),),
+                               (jnp.asarray(1.0, jnp.result_type(float)),))
+            return grads, {}, free
+        return _from_response(model, x, y, free, self.response(model, x, y, free, key, opts)), {}, free
+
+    def response(self, model, x, y, free, key, opts) -> dict:
+        solver = opts.nudged_solver or opts.free_solver or model.solver
+        steps = getattr(solver, "max_steps", opts.nudged_steps)
+        _, tangent = jax.jvp(
+            lambda beta: unrolled(lambda u: model.vector_field(u, x, y, beta), free, model.dt, steps),
+            (jnp.asarray(0.0, jnp.result_type(float)),), (jnp.asarray(1.0, jnp.result_type(float)),))
+        return tangent
+
+
+class RecurrentBackprop(Estimator):
+    """Implicit differentiation at the free fixed point: λ = J^{-T}∂C/∂u, dL/dθ = ∂C/∂θ −
+    (∂F/∂θ)ᵀλ (homeostasis Eq. 4). The exact gradient of the loss at u*₀; lineax solves."""
+
+    name = "rbp"
+    dense_limit = 2048
+
+    def _estimate(self, model, x, y, free, key, opts):
+        lam = self.adjoint(model, x, y, free)
+        grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam), -1.0),
+                          cost_param_grad(model, free, x, y))
+        return grads, {}, free
+
+    def adjoint(self, model, x, y, free) -> dict:
+        """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β)."""
+        g = cost_state_grad(model, free, x, y)
+        flat_field, ravel, unravel, inputs = model._flat_field(x)
+        u = jax.vmap(ravel)(free)
+        rhs = jax.vmap(ravel)(g)
+        n = u.shape[1]
+
+        def solve_one(ui, bi, inp):
+            if n <= self.dense_limit:
+                jac = jax.jacfwd(lambda w: flat_field(w, inp))(ui)
+                operator = lx.MatrixLinearOperator(jac.T)
+                return lx.linear_solve(operator, bi, lx.LU()).value
+            _, pull = jax.vjp(lambda w: flat_field(w, inp), ui)
+            operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
+            return lx.linear_solve(operator, bi, lx.GMRES(rtol=1e-10, atol=1e-10, restart=50)).value
+
+        adjoint = jax.vmap(solve_one)(u, rhs, inputs)
+        return jax.vmap(unravel)(adjoint)
+
+
+class BackpropThroughTime(Estimator):
+    """Backprop through the unrolled free phase from the zero state (continual-ep App. B)."""
+
+    name = "bptt"
+    needs_free_phase = False
+
+    def _estimate(self, model, x, y, free, key, opts):
+        solver = opts.free_solver or model.solver
+        steps = opts.bptt_steps or getattr(solver, "max_steps", 200)
+        batch = _batch(x)
+
+        def final_state(m):
+            return unrolled(lambda u: m.vector_field(u, x, None, 0.0), m.init_state(x), m.dt, steps)
+
+        def loss(m):
+            return jnp.sum(m.cost(final_state(m), y, x)) / batch
+
+        grads = jax.grad(loss)(model)
+        state = jax.lax.stop_gradient(final_state(model))
+        residual = jnp.max(residual_norm(model.vector_field(state, x)))
+        return grads, {"free_residual": residual, "free_steps": jnp.asarray(steps)}, state
+
+
+# ----------------------------------------------------------------------------- online
+
+
+class Online(Estimator):
+    """No free phase: the teaching signal β(t) = |β|e^{2iπk/N} steps round the circle, every
+    `steps_per_point` steps, for `periods` periods, while the network runs and the estimate
+    accumulates (holomorphic-ep Eq. 10; homeostasis Eq. 8-9: d_βu* from the running Fourier
+    coefficient of u, ∂F/∂θ at the running mean of u). Converges to hEP as periods grow."""
+
+    name = "online"
+    needs_free_phase = False
+    complex_beta = True
+
+    def _estimate(self, model, x, y, free, key, opts):
+        n, per, periods = int(opts.n), int(opts.steps_per_point), int(opts.periods)
+        amplitude = opts.beta
+        ks = jnp.arange(n * per * periods) // per % n
+        phases = jnp.exp(2j * jnp.pi * ks / n)
+        betas = amplitude * phases
+        weights = jnp.conj(phases) / (amplitude * n * per * periods)
+        start = {k: v.astype(jnp.result_type(v, 1j)) for k, v in model.init_state(x).items()}
+        energy = self._path(model, opts) == "energy"
+
+        def body(carry, inputs):
+            u, response, mean, grads = carry
+            beta, weight = inputs
+            f = model.vector_field(u, x, y, beta)
+            u = {k: u[k] + model.dt * f[k] for k in u}
+            if energy:
+                grads = _tree_add(grads, energy_param_grad(model, u, x, y, beta, weight))
+            response = {k: response[k] + weight * u[k] for k in u}
+            mean = {k: mean[k] + jnp.real(u[k]) / ks.shape[0] for k in u}
+            return (u, response, mean, grads), None
+
+        zeros = {k: jnp.zeros_like(v) for k, v in start.items()}
+        real_zeros = {k: jnp.zeros(v.shape, jnp.real(v).dtype) for k, v in start.items()}
+        carry = (start, zeros, real_zeros, _zeros_like(model))
+        (u, response, mean, grads), _ = jax.lax.scan(body, carry, (betas, weights))
+        info = {"nudged_residual": jnp.max(residual_norm(model.vector_field(u, x, y, betas[-1])))}
+        if not energy:
+            grads = _from_response(model, x, y, mean, response)
+        return grads, info, mean
+
+
+# ----------------------------------------------------------------------------- continual
+
+
+class Continual(Estimator):
+    """Weights move at every step of the nudged phase; the estimate is the normalised total move
+    (θ₀ − θ_K)/η. continual-ep Eq. 6 (C-EP, energy models) and Eq. 12 (C-VF, any dynamics)."""
+
+    needs_free_phase = True
+
+    def update(self, model, u, u_next, x, y, opts) -> Tree:
+        raise NotImplementedError
+
+    def _estimate(self, model, x, y, free, key, opts):
+        eta, beta = opts.eta, opts.beta
+
+        def body(carry, _):
+            m, u = carry
+            f = m.vector_field(u, x, y, beta)
+            u_next = {k: u[k] + m.dt * f[k] for k in u}
+            m = _tree_add(m, _tree_scale(self.update(m, u, u_next, x, y, opts), eta))
+            return (m, u_next), None
+
+        (final, u), _ = jax.lax.scan(body, (model, free), None, length=int(opts.nudged_steps))
+        grads = _tree_scale(jax.tree_util.tree_map(lambda a, b: a - b, model, final), 1.0 / eta)
+        grads = _tree_add(grads, cost_param_grad(model, free, x, y))
+        residual = jnp.max(residual_norm(model.vector_field(u, x, y, beta)))
+        return grads, {"nudged_residual": residual}, free
+
+
+class ContinualEP(Continual):
+    """C-EP: θ ← θ − (η/β)(∂E/∂θ(u_{t+1}) − ∂E/∂θ(u_t)) (continual-ep Eq. 6 with Φ = ½u² − dt·E)."""
+
+    name = "cep"
+
+    def update(self, model, u, u_next, x, y, opts):
+        if model.program.form != "energy":
+            raise ValueError("cep needs an energy model; use 'cvf' for flows and maps")
+        after = energy_param_grad(model, u_next, x, y, 0.0, 1.0)
+        before = energy_param_grad(model, u, x, y, 0.0, 1.0)
+        return _tree_scale(jax.tree_util.tree_map(lambda a, b: a - b, after, before), -1.0 / opts.beta)
+
+
+class ContinualVF(Continual):
+    """C-VF: θ ← θ + (η/β)(∂F/∂θ(u_t))ᵀ(u_{t+1} − u_t) (continual-ep Eq. 12, generalised)."""
+
+    name = "cvf"
+
+    def update(self, model, u, u_next, x, y, opts):
+        delta = {k: (u_next[k] - u[k]) / opts.beta for k in u}
+        return field_param_vjp(model, u, x, delta)
+
+
+ESTIMATORS: dict[str, Estimator] = {e.name: e for e in (
+    Classic(), Symmetric(), Holomorphic(), Online(), TrueResponse(), RecurrentBackprop(),
+    BackpropThroughTime(), ContinualEP(), ContinualVF())}
+
+
+def get_estimator(name: str) -> Estimator:
+    try:
+        return ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}") from None
+
+
+def nudge_response(model, x, y, free, method: str = "true", *, key=None, **options) -> dict:
+    """d_βu* at the free fixed point `free`, estimated by `method` (classic, symmetric, hep, true)."""
+    chosen = get_estimator(method)
+    if not hasattr(chosen, "response"):
+        raise ValueError(f"estimator {method!r} does not estimate d_βu*")
+    key = jax.random.PRNGKey(0) if key is None else key
+    return chosen.response(model, x, y, free, key, Options(**options))
+
+
+def estimate(model, x, y, estimator: str = "hep", *, key=None, **options) -> tuple[Tree, dict]:
+    """Estimate dL/dθ on a batch: `grads` has the model's structure (descend it), `info` holds
+    the loss, the classification error and the residual of each phase.
+
+        grads, info = eqn.estimate(model, x, y, estimator="hep", beta=0.5, n=4)
+    """
+    chosen = get_estimator(estimator)
+    if chosen.complex_beta and not model.program.holomorphic:
+        lines = ", ".join(f"{n.operation} at line {n.span.line}" for n in model.program.non_holomorphic)
+        raise ValueError(f"estimator '{estimator}' evaluates the dynamics at complex β, but model "
+                         f"'{model.program.name}' is not holomorphic ({lines})")
+    opts = Options(**options)
+    key = jax.random.PRNGKey(0) if key is None else key
+    return chosen(model, x, y, key, opts)
