@@ -8,6 +8,7 @@ and its parents stay silent, so one mistake gives one message.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 
 from ..dsl import ast
@@ -77,6 +78,7 @@ class _Checker:
         self.pair_decls: list[ast.PairDecl] = []
         self.energies: list[ast.EnergyDecl] = []
         self.costs: list[ast.CostDecl] = []
+        self.predicts: list[ast.PredictDecl] = []
         self.flows: list[ast.FlowEq] = []
         self.maps: list[ast.MapEq] = []
         for s in self.module.statements:
@@ -114,6 +116,8 @@ class _Checker:
                 self.energies.append(s)
             elif isinstance(s, ast.CostDecl):
                 self.costs.append(s)
+            elif isinstance(s, ast.PredictDecl):
+                self.predicts.append(s)
             elif isinstance(s, ast.FlowEq):
                 self.flows.append(s)
             elif isinstance(s, ast.MapEq):
@@ -122,7 +126,7 @@ class _Checker:
     def _declare(self, name: str, kind: str, span: ast.Span) -> bool:
         if name in self.declared:
             first_kind, first = self.declared[name]
-            self.error(EqnNameError, f"'{name}' is already declared as a {first_kind} at line {first.line}", span)
+            self.error(EqnNameError, f"'{name}' is already declared as {_a(first_kind)} at line {first.line}", span)
             return False
         self.declared[name] = (kind, span)
         return True
@@ -174,7 +178,7 @@ class _Checker:
                 return self._const(e.id)
             if e.id in self.declared:
                 kind = self.declared[e.id][0]
-                self.error(EqnConstError, f"'{e.id}' is a {kind}; a constant expression may use only "
+                self.error(EqnConstError, f"'{e.id}' is {_a(kind)}; a constant expression may use only "
                            f"numbers and other constants", e.span)
             else:
                 self.error(EqnNameError, f"undefined constant '{e.id}'{self._suggest(e.id, self.const_decls)}", e.span)
@@ -187,11 +191,14 @@ class _Checker:
             if a is None or b is None:
                 return None
             try:
-                return {"+": a + b, "-": a - b, "*": a * b}[e.op] if e.op in "+-*" else (
+                value = {"+": a + b, "-": a - b, "*": a * b}[e.op] if e.op in "+-*" else (
                     a / b if e.op == "/" else float(a**b))
             except (ZeroDivisionError, OverflowError, TypeError):
+                value = math.inf
+            if not math.isfinite(value):
                 self.error(EqnConstError, "constant expression has no finite real value", e.span)
                 return None
+            return value
         self.error(EqnConstError, "a constant expression may use only numbers, constants and + - * / ^", e.span)
         return None
 
@@ -234,7 +241,8 @@ class _Checker:
         self.output = outputs[0].name if outputs else None
         for extra in outputs[1:]:
             self.error(EqnFormError, f"only one state may be marked output ('{self.output}' already is)", extra.span)
-        if not outputs and any(d.kind == "state" for d in self.var_decls.values()):
+        if not outputs and any(d.kind == "state" for d in self.var_decls.values()) \
+                and not any(d.kind == "state" and d.output for d in self.var_decls.values()):
             first_state = next(d for d in self.var_decls.values() if d.kind == "state")
             self.error(EqnFormError, "no state is marked output; mark one, e.g. 'state o[10] output'", first_state.span)
 
@@ -258,7 +266,7 @@ class _Checker:
             if init in ("glorot", "glorot_normal", "he", "lecun", "orthogonal") and len(shape) < 2:
                 self.error(EqnShapeError, f"initialiser '{init}' needs a matrix or kernel, but '{d.name}' has shape "
                            f"{fmt_shape(shape)}", d.init.span)
-        return ParamSpec(d.name, shape, init, args, d.span)
+        return ParamSpec(d.name, shape, init, args, d.name_span)
 
     # ------------------------------------------------------------------ name lookup
     def resolve(self, e: ast.Name, scope: _Scope) -> Node | None:
@@ -344,6 +352,10 @@ class _Checker:
         if isinstance(e, ast.Name):
             node = self.resolve(e, scope)
             if node is not None and isinstance(node, Op) and node.op == "named" and node.attr("name") in self._let_beta:
+                if scope.where == "cost":
+                    self.error(EqnFormError, f"'beta' cannot appear in the cost, but the let '{e.id}' uses it; "
+                               "the nudge belongs to the dynamics", e.span)
+                    return None
                 scope.uses_beta.append(e.span)
             return node
         if isinstance(e, ast.Beta):
@@ -366,10 +378,18 @@ class _Checker:
             build = {"+": _ir.add, "-": _ir.sub, "*": _ir.mul, "/": _ir.div, "^": _ir.power,
                      "@": _ir.matmul, ".": _ir.dot}[e.op]
             try:
-                return build(left, right, e.span)
+                node = build(left, right, e.span)
             except ShapeMismatch as exc:
                 self.error(EqnShapeError, str(exc), e.span)
                 return None
+            except (ArithmeticError, TypeError):  # folding two constants: overflow, 0^-1, complex
+                if not (isinstance(left, _ir.Const) and isinstance(right, _ir.Const)):
+                    raise
+                node = _ir.const(math.inf)
+            if isinstance(node, _ir.Const) and not math.isfinite(node.value):
+                self.error(EqnConstError, "constant expression has no finite real value", e.span)
+                return None
+            return node
         if isinstance(e, ast.Call):
             return self.call(e, scope)
         raise AssertionError(f"unhandled expression {e!r}")
@@ -384,7 +404,7 @@ class _Checker:
             return self._user_call(e, scope)
         if name not in LIBRARY and _functions.lookup(name) is None:
             if name in self.declared:
-                self.error(EqnFunctionError, f"'{name}' is a {self.declared[name][0]}, not a function", e.func_span)
+                self.error(EqnFunctionError, f"'{name}' is {_a(self.declared[name][0])}, not a function", e.func_span)
             else:
                 known = list(self.fn_decls) + sorted(LIBRARY)
                 self.error(EqnNameError, f"unknown function '{name}'{self._suggest(name, known)}", e.func_span)
@@ -591,7 +611,8 @@ class _Checker:
                 node = derivative_call(node)
             return node
         if e.primes:
-            self.error(EqnFunctionError, f"{fn.name}' needs an elementwise function of one argument", e.func_span)
+            self.error(EqnFunctionError, f"'{fn.name}' is not an elementwise function of one argument, so {fn.name}' "
+                       "is not defined", e.func_span)
             return None
         local = _Scope("fn", {p: a for p, a in zip(fn.params, args)})
         return self.lower(fn.body, local)
@@ -664,12 +685,12 @@ class _Checker:
                         self.error(EqnNameError, f"undefined state '{eq.state}'{self._suggest(eq.state, self.states)}",
                                    eq.state_span)
                     else:
-                        self.error(EqnFormError, f"'{eq.state}' is a {self.declared[eq.state][0]}, not a state; "
+                        self.error(EqnFormError, f"'{eq.state}' is {_a(self.declared[eq.state][0])}, not a state; "
                                    "only states have dynamics", eq.state_span)
                     self.lower(eq.value, _Scope("dynamics"))
                     continue
                 if self.var_decls[eq.state].kind != "state":
-                    self.error(EqnFormError, f"'{eq.state}' is a {self.var_decls[eq.state].kind}, not a state; "
+                    self.error(EqnFormError, f"'{eq.state}' is {_a(self.var_decls[eq.state].kind)}, not a state; "
                                "only states have dynamics", eq.state_span)
                     continue
                 if eq.state in written:
@@ -699,6 +720,7 @@ class _Checker:
                     self.error(EqnFormError, f"state '{s}' has no dynamics; add '{how}'", self.var_decls[s].span)
         explicit_beta = bool(dynamics_scope.uses_beta)
         cost = self.check_cost(explicit_beta)
+        prediction = self.check_prediction()
         self.check_unused()
         for name in self.let_decls:
             self.let(name)
@@ -710,7 +732,9 @@ class _Checker:
         non_holomorphic = self.classify_holomorphy()
         if self.errors:
             return None
-        return self.derive(form, energy, written, cost, explicit_beta, non_holomorphic)
+        program = self.derive(form, energy, written, cost, explicit_beta, non_holomorphic)
+        program.prediction = prediction
+        return program
 
     def check_form(self) -> str | None:
         kinds = []
@@ -759,10 +783,24 @@ class _Checker:
             return None
         return cost
 
+    def check_prediction(self) -> Node | None:
+        for extra in self.predicts[1:]:
+            self.error(EqnFormError, f"a second 'predict' (the first is at line {self.predicts[0].span.line})",
+                       extra.span)
+        if not self.predicts:
+            return None
+        decl = self.predicts[0]
+        node = self.lower(decl.value, _Scope("cost"))
+        if node is not None and node.ndim != 1:
+            self.error(EqnShapeError, f"'predict' needs a vector of class scores, got shape {fmt_shape(node.shape)}",
+                       decl.value.span)
+            return None
+        return node
+
     def check_ties_and_pairs(self):
         for name, decl in self.tie_decls.items():
             if name not in self.var_decls or self.var_decls[name].kind != "param":
-                what = f"a {self.declared[name][0]}" if name in self.declared else "undeclared"
+                what = _a(self.declared[name][0]) if name in self.declared else "undeclared"
                 self.error(EqnNameError, f"only a declared param can be tied; '{name}' is {what}", decl.name_span)
                 continue
             if name not in self.params:
@@ -771,6 +809,8 @@ class _Checker:
             if node is not None and node.shape != self.params[name].shape:
                 self.error(EqnShapeError, f"tie of '{name}' has shape {fmt_shape(node.shape)}, but '{name}' is "
                            f"{fmt_shape(self.params[name].shape)}", decl.value.span)
+                self._tie_values.pop(name)
+                self._tie_state[name] = "failed"  # its uses stay silent
         for p in self.pair_decls:
             ok = True
             for name, span in ((p.forward, p.forward_span), (p.backward, p.backward_span)):
@@ -784,7 +824,8 @@ class _Checker:
             expected = f[::-1] if len(f) == 2 else f
             if b != expected:
                 self.error(EqnShapeError, f"pair {p.forward}, {p.backward}: the backward weight must have shape "
-                           f"{fmt_shape(expected)} (the forward one is {fmt_shape(f)}), got {fmt_shape(b)}", p.span)
+                           f"{fmt_shape(expected)} (the forward one is {fmt_shape(f)}), got {fmt_shape(b)}",
+                           p.backward_span)
 
     def check_unused(self):
         for name, (kind, span) in self.declared.items():
@@ -849,6 +890,10 @@ def elementwise_derivative(name: str, arg: Node, primes: int, span) -> Node:
     for _ in range(primes):
         expression = gradient(expression, "_u", ())
     return _ir.broadcast(_ir.substitute(expression, {"_u": arg}), arg.shape)
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in tuple("aeiou") else f"a {noun}"
 
 
 def _fmt(value: float) -> str:

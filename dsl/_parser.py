@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from importlib import resources
@@ -22,6 +23,11 @@ _READABLE = {
     "POW": "'^'",
     "$END": "end of file",
 }
+
+_STATEMENTS = ("model", "const", "input", "target", "state", "param", "pair", "tie", "fn", "let", "energy",
+               "cost", "predict")
+_KEYWORDS = _STATEMENTS + ("output", "holomorphic")
+_EXPRESSION_START = {"LPAR", "PLUS", "MINUS", "NAME", "NUMBER", "PRIMED", "BETA"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,7 +50,10 @@ def _span(meta) -> ast.Span:
 def _number(token: Token) -> ast.Number:
     text = str(token)
     is_integer = re.fullmatch(r"[0-9]+", text) is not None
-    return ast.Number(_span_of_token(token), float(text), is_integer)
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise EqnSyntaxError(f"number {text} is too large", _span_of_token(token))
+    return ast.Number(_span_of_token(token), value, is_integer)
 
 
 def _binop(op: str):
@@ -110,6 +119,9 @@ class _ToAst(Transformer):
 
     def cost_decl(self, meta, c):
         return ast.CostDecl(_span(meta), str(c[0]), c[1])
+
+    def predict_decl(self, meta, c):
+        return ast.PredictDecl(_span(meta), c[0])
 
     def flow_eq(self, meta, c):
         token = c[0]
@@ -178,6 +190,8 @@ def _flatten(statements) -> tuple[ast.Statement, ...]:
 
 
 def _describe_expected(expected: set[str]) -> str:
+    if {"NAME", "NUMBER"} <= expected <= _EXPRESSION_START:
+        return "; expected an expression"
     names = []
     for terminal in sorted(expected):
         if terminal in _READABLE:
@@ -188,7 +202,7 @@ def _describe_expected(expected: set[str]) -> str:
         except KeyError:
             continue
         if isinstance(pattern, lark.lexer.PatternStr):
-            names.append(f"'{pattern.value}'")
+            names.append(f"'{pattern.value}'" if pattern.value != "'" else '"\'"')
     names = sorted(set(names))
     if not names:
         return ""
@@ -203,20 +217,94 @@ def _describe_token(token: Token) -> str:
     return f"'{token}'"
 
 
+_ROUGH_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|\S")
+
+
+def _tokens_before(source: str, end: int) -> list[tuple[str, int]]:
+    """(text, offset) of the tokens before `end`, comments skipped: a rough lexer, for messages."""
+    text = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), source[:end])
+    return [(m.group(), m.start()) for m in _ROUGH_TOKEN.finditer(text)]
+
+
+def _open_brackets(tokens: list[tuple[str, int]]) -> list[tuple[str, int]] | None:
+    """The brackets still open after `tokens`; None if a closer had no opener."""
+    stack: list[tuple[str, int]] = []
+    for text, offset in tokens:
+        if text in "([":
+            stack.append((text, offset))
+        elif text in ")]":
+            if not stack or stack[-1][0] + text not in ("()", "[]"):
+                return None
+            stack.pop()
+    return stack
+
+
+def _ends_operand(text: str) -> bool:
+    return text in (")", "'") or text[:1].isdigit() or (text[:1].isalpha() or text[:1] == "_") and text not in _KEYWORDS
+
+
+def _in_expression(tokens: list[tuple[str, int]]) -> bool:
+    """Whether the last of `tokens` stands in an expression, after a statement's '=' or '<-'."""
+    for text, _ in reversed(tokens):
+        if text in ("=", "<"):  # the rough lexer splits '<-'
+            return True
+        if text in _STATEMENTS:
+            return False
+    return False
+
+
+def _position(source: str, offset: int, length: int = 1) -> ast.Span:
+    line = source.count("\n", 0, offset) + 1
+    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+    return ast.Span(line, column, line, column + length)
+
+
 def _syntax_error(exc: UnexpectedInput, source: str) -> EqnSyntaxError:
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
         span = ast.Span(exc.line, exc.column, exc.line, exc.column + 1)
         return EqnSyntaxError(f"unexpected character {char!r}", span)
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        lines = source.splitlines() or [""]
-        line = len(lines)
-        column = len(lines[-1].rstrip()) + 1
+        # Lark's end token borrows the position of the last token: point just after it, not after
+        # any trailing comment.
+        token = getattr(exc, "token", None)
+        if token is not None and token.end_line and token.end_column:
+            line, column = token.end_line, token.end_column
+        else:
+            lines = source.splitlines() or [""]
+            line = len(lines)
+            column = len(lines[-1].rstrip()) + 1
         expected = _describe_expected(set(getattr(exc, "expected", ()) or ()))
         return EqnSyntaxError(f"unexpected end of file{expected}", ast.Span(line, column, line, column + 1))
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
     span = _span_of_token(token)
+    before = _tokens_before(source, token.start_pos) if token.start_pos is not None else []
+    previous = before[-1] if before else ("", 0)
+    if _describe_expected(set(exc.expected)) == "; expected '<-'" and len(before) >= 1:
+        # `parm W[3]` or `0.5 sum(…)`: a name read as the state of a map `NAME <- …`
+        close = difflib.get_close_matches(previous[0], _KEYWORDS, n=1)
+        if close:
+            return EqnSyntaxError(f"unknown keyword '{previous[0]}'; did you mean '{close[0]}'?",
+                                  _position(source, previous[1], len(previous[0])))
+        if len(before) >= 2 and "\n" not in source[before[-2][1]:previous[1]]:
+            # the name goes on the line of the statement before it, so it hardly starts a map
+            if _ends_operand(before[-2][0]) and _in_expression(before[:-1]):
+                return EqnSyntaxError(f"missing operator between '{before[-2][0]}' and '{previous[0]}'",
+                                      _position(source, previous[1], len(previous[0])))
+            return EqnSyntaxError(f"unexpected '{previous[0]}'", _position(source, previous[1], len(previous[0])))
+    brackets = _open_brackets(before)
+    if token.type in ("RPAR", "RSQB") and brackets == []:
+        return EqnSyntaxError(f"unmatched '{token}'", span)
+    if brackets and (token.type == "DDT" or (token.type != "NAME" and str(token) in _STATEMENTS)):
+        # a statement keyword cannot stand inside brackets: the innermost one was left open
+        return EqnSyntaxError(f"'{brackets[-1][0]}' was never closed", _position(source, brackets[-1][1]))
+    if brackets and brackets[-1][0] == "(" and token.type in ("NAME", "NUMBER", "PRIMED") \
+            and _ends_operand(previous[0]):
+        opener = brackets[-1][1]
+        in_call = opener > 0 and (source[opener - 1].isalnum() or source[opener - 1] in "_'")
+        what = "',' or operator" if in_call else "operator"
+        return EqnSyntaxError(f"missing {what} between '{previous[0]}' and '{token}'", span)
     return EqnSyntaxError(f"unexpected {_describe_token(token)}{_describe_expected(set(exc.expected))}", span)
 
 
@@ -227,7 +315,7 @@ def parse(source: str | bytes, filename: str = "<string>") -> ast.Module:
             source = source.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = source[: exc.start].count(b"\n") + 1
-            column = exc.start - (source.rfind(b"\n", 0, exc.start) + 1) + 1
+            column = len(source[source.rfind(b"\n", 0, exc.start) + 1: exc.start].decode("utf-8")) + 1
             raise EqnSyntaxError("file is not UTF-8 text", ast.Span(line, column, line, column + 1),
                                  filename=filename, source="") from None
     if "\x00" in source:

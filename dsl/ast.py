@@ -169,6 +169,13 @@ class CostDecl(Statement):
 
 
 @dataclass(frozen=True)
+class PredictDecl(Statement):
+    """`predict logits`: the scores whose argmax is the predicted class (default: the output state)."""
+
+    value: Expr
+
+
+@dataclass(frozen=True)
 class FlowEq(Statement):
     """`d h/dt = expr`."""
 

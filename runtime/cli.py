@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--const", action="append", metavar="NAME=VALUE")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=cmd_show)
+
+    from . import _commands  # train, diagnose, plot: they load JAX and the data layer lazily
+    _commands.register(sub)
     return parser
 
 

@@ -1,0 +1,232 @@
+"""The `eqn train`, `eqn diagnose` and `eqn plot` subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
+    result = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        try:
+            result[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise SystemExit(f"eqn: error: {what} expects NAME=NUMBER, got {item!r}")
+    return result
+
+
+def _compile(args):
+    import jax
+    import jax.numpy as jnp
+
+    from ..compiler import load
+    from ..runtime._solvers import FixedStep
+    from .cli import _consts
+
+    if args.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    program = load(Path(args.file), consts=_consts(args.const))
+    import eqn
+    solver = FixedStep(max_steps=args.free_steps, tol=args.tol, noise=args.noise)
+    return eqn.compile(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
+                       solver=solver, dt=args.dt)
+
+
+def _fit(dataset, model):
+    """Flatten for vector inputs; zero-pad images to the model's size (e.g. 28x28 → 32x32)."""
+    (shape,) = model.program.inputs.values()
+    images = dataset.images
+    if len(shape) == 1:
+        if int(np.prod(images.shape[1:])) != shape[0]:
+            raise ValueError(f"the model's input has {shape[0]} values but {dataset.name} images have "
+                             f"{int(np.prod(images.shape[1:]))}; override the input size with --const")
+        return dataset.flatten() if images.ndim > 2 else dataset
+    if images.ndim == 2:
+        raise ValueError("the model expects images but the dataset is flat")
+    c, h, w = images.shape[1:]
+    if shape[0] != c or shape[1] < h or shape[2] < w or (shape[1] - h) % 2 or (shape[2] - w) % 2:
+        raise ValueError(f"the model's input is {list(shape)} but {dataset.name} images are {[c, h, w]}; "
+                         "override its constants with --const (e.g. c_in=1, hw=32)")
+    if (shape[1], shape[2]) == (h, w):
+        return dataset
+    ph, pw = (shape[1] - h) // 2, (shape[2] - w) // 2
+    padded = np.pad(images, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    return dataset._replace(images=padded)
+
+
+def cmd_train(args) -> int:
+    from ..dsl.errors import ErrorList
+    from . import _data
+    from ._init import rotate_pairs, sign_flip_pairs
+    from ._solvers import FixedStep
+    from ._train import DivergenceError, TrainConfig, train
+
+    try:
+        model = _compile(args)
+    except (ErrorList, OSError) as exc:
+        from .cli import _report
+        _report(exc)
+        return 1
+    if args.angle is not None:
+        model = rotate_pairs(model, args.angle)
+    if args.flip_angle is not None:
+        import jax
+        model = sign_flip_pairs(model, args.flip_angle, jax.random.PRNGKey(args.seed + 1))
+    try:
+        train_set = _data.load_dataset(args.dataset, "train")
+        val_set = _data.load_dataset(args.dataset, "test")
+        train_set, val_set = _fit(train_set, model), _fit(val_set, model)
+    except _data.DatasetUnavailable as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 2
+    if args.train_size:
+        train_set = train_set.subset(args.train_size)
+    if args.val_size:
+        val_set = val_set.subset(args.val_size)
+    options = dict(beta=args.beta, n=args.n, homeostasis=args.homeostasis, homeostasis_samples=args.homeostasis_samples,
+                   random_sign=args.random_sign, nudged_steps=args.nudged_steps, eta=args.eta)
+    options["nudged_solver"] = FixedStep(max_steps=args.nudged_steps, tol=args.tol, noise=args.noise)
+    if args.path:
+        options["path"] = args.path
+    config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
+                         batch_size=args.batch_size, seed=args.seed, max_residual=args.max_residual,
+                         options=options)
+    out = Path(args.out or f"runs/{model.program.name}_{args.dataset}_{args.estimator}")
+    print(f"eqn: training {model.program.name} ({model.program.param_count():,} parameters) on "
+          f"{train_set.describe()} with {args.estimator}; writing {out}", flush=True)
+    try:
+        model, history = train(model, train_set, val=val_set, out=out, resume=args.resume,
+                               progress=not args.no_progress, config=config)
+    except DivergenceError as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        print(f"eqn: the last finite parameters are in {out / 'last_finite.eqx'}", file=sys.stderr)
+        return 3
+    except ValueError as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 2
+    if history:
+        last = history[-1]
+        print(f"final validation error: {100 * last['val_error']:.2f}% (epoch {last['epoch']}, "
+              f"train error {100 * last['train_error']:.2f}%)")
+    return 0
+
+
+def cmd_diagnose(args) -> int:
+    import jax.numpy as jnp
+
+    from ..dsl.errors import ErrorList
+    from . import _data
+    from ._diagnostics import diagnose, plot_stability_map, stability_map
+
+    try:
+        model = _compile(args)
+    except (ErrorList, OSError) as exc:
+        from .cli import _report
+        _report(exc)
+        return 1
+    try:
+        data = _fit(_data.load_dataset(args.dataset, "test"), model)
+    except (_data.DatasetUnavailable, ValueError) as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 2
+    x, y = next(iter(data.batches(args.batch_size, seed=args.seed, epoch=0)))
+    x, y = jnp.asarray(x, model.W_dtype if hasattr(model, "W_dtype") else None), jnp.asarray(y)
+    report = diagnose(model, x, y, beta=args.beta, n=args.n)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for k, v in value.items():
+                    print(f"    {k:<20} {v:.4f}")
+            else:
+                print(f"{key:<28} {value:.6g}" if isinstance(value, float) else f"{key:<28} {value}")
+    if args.stability_map:
+        re, im, residuals = stability_map(model, x[:1], y[:1], radius=args.radius, resolution=args.resolution)
+        plot_stability_map(re, im, residuals, args.stability_map, title=f"{model.program.name}: fixed point of β ∈ ℂ")
+        print(f"stability map written to {args.stability_map}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from ._plot import plot_metrics
+
+    try:
+        path = plot_metrics(args.directory, args.output)
+    except FileNotFoundError as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {path}")
+    return 0
+
+
+def _model_arguments(parser) -> None:
+    parser.add_argument("file", help="the .eqn model")
+    parser.add_argument("--const", action="append", metavar="NAME=VALUE", help="override a constant")
+    parser.add_argument("--dataset", default="fashion_mnist", help="TFDS name (default fashion_mnist)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dt", type=float, default=None, help="Euler step of flows (maps use 1)")
+    parser.add_argument("--free-steps", type=int, default=150, help="step budget of the free phase (default 150)")
+    parser.add_argument("--nudged-steps", type=int, default=20, help="step budget of each nudged phase (default 20)")
+    parser.add_argument("--tol", type=float, default=1e-5, help="stop a phase when ‖F(u)‖ ≤ tol")
+    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian neuron noise per step")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--beta", type=float, default=0.5, help="teaching amplitude |β| (default 0.5)")
+    parser.add_argument("--n", type=int, default=2, help="points on the β circle for hep/online (default 2)")
+
+
+def register(sub) -> None:
+    from ._estimators import ESTIMATORS
+
+    train = sub.add_parser("train", help="train a model on a dataset with an EP estimator")
+    _model_arguments(train)
+    train.add_argument("--estimator", default="hep", choices=sorted(ESTIMATORS))
+    train.add_argument("--path", choices=["energy", "field"], help="gradient path (default: energy for energy models)")
+    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--batch-size", type=int, default=50)
+    train.add_argument("--lr", type=float, default=0.01)
+    train.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--schedule", choices=["cosine"], default=None)
+    train.add_argument("--lr-scale", action="append", metavar="PARAM=SCALE", help="per-parameter learning-rate scale")
+    train.add_argument("--homeostasis", type=float, default=0.0, help="λ of the homeostatic loss")
+    train.add_argument("--homeostasis-samples", type=int, default=1)
+    train.add_argument("--random-sign", action="store_true", help="random sign of β for each batch")
+    train.add_argument("--eta", type=float, default=1e-5, help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
+    train.add_argument("--angle", type=float, default=None, help="initial angle (degrees) of backward weights")
+    train.add_argument("--flip-angle", type=float, default=None, help="sign-flip initialisation at this angle")
+    train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
+    train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
+    train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")
+    train.add_argument("--out", default=None, help="run directory (metrics.jsonl, checkpoint.eqx)")
+    train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(run=cmd_train)
+
+    diag = sub.add_parser("diagnose", help="symmetry, homeostatic loss, angles and cosines at the free fixed point")
+    _model_arguments(diag)
+    diag.add_argument("--batch-size", type=int, default=20)
+    diag.add_argument("--json", action="store_true")
+    diag.add_argument("--stability-map", metavar="PNG", help="draw where the nudged fixed point exists in ℂ")
+    diag.add_argument("--radius", type=float, default=2.0)
+    diag.add_argument("--resolution", type=int, default=41)
+    diag.set_defaults(run=cmd_diagnose)
+
+    plot = sub.add_parser("plot", help="draw the curves of a training run (metrics.jsonl) to PNG")
+    plot.add_argument("directory")
+    plot.add_argument("--output", default=None)
+    plot.set_defaults(run=cmd_plot)

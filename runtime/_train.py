@@ -1,0 +1,294 @@
+"""Training: optax optimisers over any estimator, evaluation, metrics, atomic checkpoints, resume.
+
+One jitted step per batch (estimate → optimiser update); the loop around it is plain Python so
+that a diverging phase stops with a message and the last finite parameters stay on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._estimators import Options, estimate, get_estimator
+from ._solvers import FixedStep, residual_norm
+
+
+class DivergenceError(RuntimeError):
+    """A phase diverged or produced NaN/Inf; the parameters were not updated."""
+
+
+@dataclass
+class TrainConfig:
+    estimator: str = "hep"
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str | None = None  # None or "cosine"
+    final_lr_fraction: float = 0.0
+    lr_scales: dict[str, float] = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 50
+    seed: int = 0
+    max_residual: float = 100.0
+    eval_batch_size: int = 500
+    symmetry_samples: int = 50
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- optimisers
+
+
+def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """optax SGD (momentum) or Adam, with weight decay, an optional cosine schedule, and
+    per-parameter learning-rate scales (as in the papers' layer-wise tables)."""
+    total = max(1, steps_per_epoch * config.epochs)
+
+    def build(lr):
+        if config.schedule == "cosine":
+            lr = optax.cosine_decay_schedule(lr, total, alpha=config.final_lr_fraction)
+        elif config.schedule not in (None, "", "constant"):
+            raise ValueError(f"unknown schedule {config.schedule!r} (use 'cosine')")
+        if config.optimizer == "sgd":
+            core = optax.sgd(lr, momentum=config.momentum or None)
+            return optax.chain(optax.add_decayed_weights(config.weight_decay), core) if config.weight_decay else core
+        if config.optimizer == "adam":
+            return optax.adamw(lr, weight_decay=config.weight_decay) if config.weight_decay else optax.adam(lr)
+        raise ValueError(f"unknown optimizer {config.optimizer!r} (use 'sgd' or 'adam')")
+
+    unknown = set(config.lr_scales) - set(model.program.params)
+    if unknown:
+        raise ValueError(f"--lr-scale names unknown parameters: {', '.join(sorted(unknown))}")
+    if not config.lr_scales:
+        return build(config.lr)
+    labels = jax.tree_util.tree_map(lambda _: "1", model)
+    labels = eqx.tree_at(lambda m: [getattr(m, p) for p in config.lr_scales], labels,
+                         [str(s) for s in config.lr_scales.values()])
+    groups = {str(s): build(config.lr * float(s)) for s in set(config.lr_scales.values()) | {1}}
+    groups.setdefault("1", build(config.lr))
+    return optax.multi_transform(groups, labels)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, model, opt_state, meta: dict) -> None:
+    """Write (meta, model, optimiser state) to `path` atomically: a temporary file, then rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write((json.dumps(meta) + "\n").encode())
+        eqx.tree_serialise_leaves(f, (model, opt_state))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, opt_state):
+    with open(path, "rb") as f:
+        meta = json.loads(f.readline())
+        model, opt_state = eqx.tree_deserialise_leaves(f, (model, opt_state))
+    return model, opt_state, meta
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _options(model, config: TrainConfig) -> dict:
+    options = dict(config.options)
+    return options
+
+
+def make_step(model, config: TrainConfig, optimizer):
+    estimator = config.estimator
+    options = _options(model, config)
+    get_estimator(estimator)
+
+    @eqx.filter_jit
+    def step(model, opt_state, x, y, key):
+        grads, info = estimate(model, x, y, estimator, key=key, **options)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state, info
+
+    return step
+
+
+def make_evaluator(model, config: TrainConfig):
+    solver = config.options.get("free_solver") or model.solver
+
+    @eqx.filter_jit
+    def evaluate_batch(model, x, y):
+        state, stats = model.free(x, solver=solver, return_info=True)
+        wrong = jnp.sum(jnp.argmax(model.prediction(state, x), -1) != jnp.argmax(y, -1))
+        return wrong, jnp.sum(model.cost(state, y, x)), stats.residual
+
+    return evaluate_batch
+
+
+def evaluate(model, dataset, config: TrainConfig, evaluator=None) -> dict:
+    """Classification error (a fraction) and mean loss at the free fixed point over a dataset."""
+    evaluator = evaluator or make_evaluator(model, config)
+    wrong = total = 0
+    loss = 0.0
+    residual = 0.0
+    for x, y in dataset.batches(config.eval_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
+        w, l, r = evaluator(model, jnp.asarray(x), jnp.asarray(y))
+        wrong += int(w)
+        loss += float(l)
+        total += x.shape[0]
+        residual = max(residual, float(r))
+    return {"error": wrong / max(total, 1), "loss": loss / max(total, 1), "residual": residual}
+
+
+def symmetry_at_free_point(model, x, config: TrainConfig) -> float | None:
+    """Mean Jacobian symmetry ‖S‖/(‖S‖+‖A‖) at the free fixed point, where a dense Jacobian is
+    affordable (None otherwise)."""
+    size = sum(math.prod(s) for s in model.program.states.values())
+    if size > 4096:
+        return None
+    solver = config.options.get("free_solver") or model.solver
+    state = eqx.filter_jit(lambda m, x: m.free(x, solver=solver))(model, x)
+    return float(jnp.mean(eqx.filter_jit(lambda m, s, x: m.symmetry(s, x))(model, state, x)))
+
+
+def _diagnose_failure(model, x, y, config: TrainConfig, info: dict, step: int) -> str:
+    """Name the phase, the step and the residual, and the first state that went non-finite."""
+    phases = [("free", info.get("free_residual")), ("nudged", info.get("nudged_residual"))]
+    bad_phase, residual = next(((p, r) for p, r in phases if r is not None and
+                                (not np.isfinite(float(r)) or float(r) > config.max_residual)),
+                               ("gradient", None))
+    solver = config.options.get("free_solver") or model.solver
+    state = model.free(x, solver=solver)
+    offending = [name for name, v in state.items() if not bool(jnp.all(jnp.isfinite(v)))]
+    detail = f"state {offending[0]!r} is not finite" if offending else "all free states are finite"
+    res = "nan" if residual is None else f"{float(residual):.3g}"
+    return (f"training step {step}: the {bad_phase} phase diverged (residual {res}, limit "
+            f"{config.max_residual:g}); {detail}. Parameters were not updated; lower the learning rate, "
+            "β or dt, or raise the step count.")
+
+
+def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume: bool = False,
+          progress: bool = True, max_steps: int | None = None, config: TrainConfig | None = None,
+          **overrides):
+    """Train `model` on `data` (an ArrayDataset) with an EP estimator and an optax optimiser.
+
+        model, history = eqn.train(model, train_set, val=test_set, estimator="hep", beta=0.5, n=2,
+                                   epochs=1, lr=0.01, out="runs/x")
+
+    Estimator options (beta, n, homeostasis, …, see `Options`) and `TrainConfig` fields may be
+    given as keywords. With `out`, each epoch appends to out/metrics.jsonl and writes
+    out/checkpoint.eqx atomically; `resume=True` continues from that checkpoint exactly.
+    `max_steps` stops after that many training steps in all (for tests and smoke runs).
+    """
+    config = replace(config or TrainConfig(), **{k: v for k, v in overrides.items()
+                                                  if k in TrainConfig.__dataclass_fields__})
+    option_names = set(Options.__dataclass_fields__)
+    extra = {k: v for k, v in overrides.items() if k not in TrainConfig.__dataclass_fields__}
+    unknown = set(extra) - option_names
+    if unknown:
+        raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
+    config.options = {**config.options, **extra}
+
+    steps_per_epoch = data.num_batches(config.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the dataset has {len(data)} examples, fewer than one batch of {config.batch_size}")
+    optimizer = make_optimizer(model, config, steps_per_epoch)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    out = Path(out) if out is not None else None
+    start_epoch = 0
+    history: list[dict] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = out / "checkpoint.eqx"
+        metrics_path = out / "metrics.jsonl"
+        if resume and checkpoint.exists():
+            model, opt_state, meta = load_checkpoint(checkpoint, model, opt_state)
+            start_epoch = int(meta["epochs_done"])
+            if metrics_path.exists():
+                lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+                history = [h for h in lines if h["epoch"] <= start_epoch]
+                metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        elif metrics_path.exists() and not resume:
+            metrics_path.unlink()
+        if not checkpoint.exists():
+            save_checkpoint(checkpoint, model, opt_state, {"epochs_done": 0, "config": _jsonable(config)})
+
+    step_fn = make_step(model, config, optimizer)
+    evaluator = make_evaluator(model, config)
+    base_key = jax.random.PRNGKey(config.seed)
+    flatten = all(len(s) == 1 for s in model.program.inputs.values())
+    global_step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        started = time.time()
+        losses, errors, free_res, nudged_res, homeo = [], [], [], [], []
+        batches: Iterable = data.batches(config.batch_size, seed=config.seed, epoch=epoch)
+        if progress:
+            from tqdm.auto import tqdm
+            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", leave=True)
+        for x, y in batches:
+            x, y = jnp.asarray(x), jnp.asarray(y)
+            if not flatten and x.ndim == 2:
+                raise ValueError("the model expects image-shaped inputs")
+            key = jax.random.fold_in(base_key, global_step)
+            new_model, new_opt_state, info = step_fn(model, opt_state, x, y, key)
+            info = {k: float(v) for k, v in info.items()}
+            residuals = [info.get("free_residual", 0.0), info.get("nudged_residual", 0.0)]
+            if not info["finite"] or not all(np.isfinite(r) and r <= config.max_residual for r in residuals):
+                message = _diagnose_failure(model, x, y, config, info, global_step)
+                if out is not None:
+                    save_checkpoint(out / "last_finite.eqx", model, opt_state,
+                                    {"epochs_done": epoch - 1, "step": global_step, "error": message})
+                raise DivergenceError(message)
+            model, opt_state = new_model, new_opt_state
+            global_step += 1
+            losses.append(info["loss"])
+            errors.append(info["error"])
+            free_res.append(info.get("free_residual", float("nan")))
+            nudged_res.append(info.get("nudged_residual", float("nan")))
+            if "homeostatic_loss" in info:
+                homeo.append(info["homeostatic_loss"])
+            if progress:
+                batches.set_postfix(loss=f"{info['loss']:.3f}", err=f"{info['error']:.2f}",
+                                    res=f"{max(residuals):.1e}")
+            if max_steps is not None and global_step >= max_steps:
+                break
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
+                  "free_residual": float(np.nanmax(free_res)), "nudged_residual": float(np.nanmax(nudged_res))}
+        if homeo:
+            record["homeostatic_loss"] = float(np.mean(homeo))
+        if val is not None:
+            result = evaluate(model, val, config, evaluator)
+            record["val_error"], record["val_loss"] = result["error"], result["loss"]
+        probe = next(iter(data.batches(min(config.symmetry_samples, len(data)), seed=0, epoch=0, shuffle=False)))[0]
+        record["symmetry"] = symmetry_at_free_point(model, jnp.asarray(probe), config)
+        record["seconds"] = time.time() - started
+        history.append(record)
+        if out is not None:
+            save_checkpoint(out / "checkpoint.eqx", model, opt_state,
+                            {"epochs_done": epoch, "config": _jsonable(config)})
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if progress:
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+            print(f"epoch {epoch}: {summary}", flush=True)
+        if max_steps is not None and global_step >= max_steps:
+            break
+    return model, history
+
+
+def _jsonable(config: TrainConfig) -> dict:
+    data = asdict(config)
+    data["options"] = {k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
+                       for k, v in config.options.items()}
+    return data
