@@ -601,10 +601,10 @@ class _Checker:
         args = [self.lower(a, scope) for a in e.args]
         if any(a is None for a in args):
             return None
-        body = self.fn_body(fn)
-        if body is None:
+        if not self.fn_ok(fn):
             return None
-        if len(fn.params) == 1 and self._elementwise(body):
+        body = self._fn_bodies.get(fn.name)
+        if body is not None:
             node: Node = _ir.op("call", (args[0],), args[0].shape,
                                 (("name", fn.name), ("primes", 0), ("param", fn.params[0]), ("body", body)), e.span)
             for _ in range(e.primes):
@@ -617,32 +617,46 @@ class _Checker:
         local = _Scope("fn", {p: a for p, a in zip(fn.params, args)})
         return self.lower(fn.body, local)
 
-    def fn_body(self, fn: ast.FnDecl) -> Node | None:
-        """The body with scalar parameters: checks the definition once, and is the elementwise form."""
-        if fn.name in self._fn_bodies:
-            return self._fn_bodies[fn.name]
-        if self._fn_state.get(fn.name) == "active":
+    def fn_ok(self, fn: ast.FnDecl) -> bool:
+        """Check a definition once and classify it. A one-argument function whose body maps a
+        vector to a vector through elementwise operations only is elementwise: it is kept as a
+        call (printed `rho(h)`, differentiable as `rho'(h)`) with its body on a scalar. Any other
+        function is inlined at each call with the arguments' real shapes."""
+        state = self._fn_state.get(fn.name)
+        if state == "done":
+            return True
+        if state == "active":
             self.error(EqnFunctionError, f"function '{fn.name}' calls itself; recursion is not supported", fn.name_span)
             self._fn_state[fn.name] = "failed"
-            return None
-        if self._fn_state.get(fn.name) == "failed":
-            return None
+            return False
+        if state == "failed":
+            return False
         self._fn_state[fn.name] = "active"
-        scope = _Scope("fn", {p: Var((), fn.name_span, name=p, kind="local") for p in fn.params})
-        body = self.lower(fn.body, scope)
-        if self._fn_state.get(fn.name) == "failed" or body is None:
+        kept, self.errors = self.errors, []
+        probe = self.lower(fn.body, _Scope("fn", {p: Var((3,), fn.name_span, name=p, kind="local")
+                                                  for p in fn.params}))
+        probe_errors, self.errors = self.errors, kept
+        # Shapes depend on the arguments, so only errors about names and definitions count here.
+        for error in probe_errors:
+            if not isinstance(error, EqnShapeError):
+                self.errors.append(error)
+        if self._fn_state.get(fn.name) == "failed" or any(not isinstance(e, EqnShapeError) for e in probe_errors):
             self._fn_state[fn.name] = "failed"
-            return None
+            return False
+        if len(fn.params) == 1 and probe is not None and probe.shape == (3,) and self._elementwise(probe):
+            body = self.lower(fn.body, _Scope("fn", {p: Var((), fn.name_span, name=p, kind="local")
+                                                     for p in fn.params}))
+            if body is None:
+                self._fn_state[fn.name] = "failed"
+                return False
+            self._fn_bodies[fn.name] = body
         self._fn_state[fn.name] = "done"
-        self._fn_bodies[fn.name] = body
-        return body
+        return True
 
     @staticmethod
     def _elementwise(body: Node) -> bool:
-        for node in _ir.walk(body):
-            if isinstance(node, Op) and node.op not in ("call", "broadcast") and not OPS[node.op].elementwise:
-                return False
-        return body.shape == ()
+        return all(not isinstance(node, Op) or node.op in ("call", "broadcast") or OPS[node.op].elementwise
+                   for node in _ir.walk(body))
 
     # ------------------------------------------------------------------ the model
     def run(self) -> Program | None:
@@ -728,7 +742,7 @@ class _Checker:
             if name in self.params:
                 self.tie(name)
         for fn in self.fn_decls.values():
-            self.fn_body(fn)
+            self.fn_ok(fn)
         non_holomorphic = self.classify_holomorphy()
         if self.errors:
             return None

@@ -318,33 +318,40 @@ class RecurrentBackprop(Estimator):
     (∂F/∂θ)ᵀλ (homeostasis Eq. 4). The exact gradient of the loss at u*₀; lineax solves."""
 
     name = "rbp"
-    dense_limit = 2048
+    dense_limit = 256
 
     def _estimate(self, model, x, y, free, key, opts):
-        lam = self.adjoint(model, x, y, free)
+        lam = self.adjoint(model, x, y, free, opts.free_solver)
         grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam), -1.0),
                           cost_param_grad(model, free, x, y))
         return grads, {}, free
 
-    def adjoint(self, model, x, y, free) -> dict:
-        """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β)."""
+    def adjoint(self, model, x, y, free, solver: FixedPointSolver | None = None) -> dict:
+        """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β).
+
+        Small states: a dense LU solve per sample (exact). Large states: the adjoint dynamics
+        dλ/dt = Jᵀλ − ∂C/∂u of recurrent backprop, matrix-free, which converge wherever the free
+        fixed point is stable (J's eigenvalues have negative real parts).
+        """
         g = cost_state_grad(model, free, x, y)
         flat_field, ravel, unravel, inputs = model._flat_field(x)
         u = jax.vmap(ravel)(free)
-        rhs = jax.vmap(ravel)(g)
         n = u.shape[1]
+        if n <= self.dense_limit:
+            rhs = jax.vmap(ravel)(g)
 
-        def solve_one(ui, bi, inp):
-            if n <= self.dense_limit:
+            def solve_one(ui, bi, inp):
                 jac = jax.jacfwd(lambda w: flat_field(w, inp))(ui)
-                operator = lx.MatrixLinearOperator(jac.T)
-                return lx.linear_solve(operator, bi, lx.LU()).value
-            _, pull = jax.vjp(lambda w: flat_field(w, inp), ui)
-            operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
-            return lx.linear_solve(operator, bi, lx.GMRES(rtol=1e-10, atol=1e-10, restart=50)).value
+                return lx.linear_solve(lx.MatrixLinearOperator(jac.T), bi, lx.LU()).value
 
-        adjoint = jax.vmap(solve_one)(u, rhs, inputs)
-        return jax.vmap(unravel)(adjoint)
+            return jax.vmap(unravel)(jax.vmap(solve_one)(u, rhs, inputs))
+        _, pull = jax.vjp(lambda s: model.vector_field(s, x), free)
+        solver = solver or model.solver
+        if isinstance(solver, FixedStep):
+            solver = FixedStep(max_steps=4 * solver.max_steps, tol=solver.tol)
+        lam, _ = solver.solve(lambda v: {k: pull(v)[0][k] - g[k] for k in g}, {k: jnp.zeros_like(v) for k, v in g.items()},
+                              model.dt)
+        return lam
 
 
 class BackpropThroughTime(Estimator):

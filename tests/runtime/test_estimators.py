@@ -208,3 +208,16 @@ def test_non_holomorphic_model_refused_for_complex_estimators():
         estimate(model, x, y, "hep", n=4)
     grads, _ = estimate(model, x, y, "classic", beta=0.1)
     assert np.all(np.isfinite(_flat(grads)))
+
+
+def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
+    """rbp on large states runs dλ/dt = Jᵀλ − ∂C/∂u; it must reach the dense J^{-T}∂C/∂u."""
+    from eqn.runtime._estimators import RecurrentBackprop
+    model, x, y = _problem("untied_leaky")
+    free = model.free(x, solver=SOLVER)
+    dense = RecurrentBackprop().adjoint(model, x, y, free, SOLVER)
+    iterative = RecurrentBackprop()
+    iterative.dense_limit = 0
+    matrix_free = iterative.adjoint(model, x, y, free, SOLVER)
+    for k in dense:
+        np.testing.assert_allclose(matrix_free[k], dense[k], rtol=1e-9, atol=1e-12)
