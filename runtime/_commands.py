@@ -58,7 +58,7 @@ def _fit(dataset, model):
         return dataset
     ph, pw = (shape[1] - h) // 2, (shape[2] - w) // 2
     padded = np.pad(images, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    return dataset._replace(images=padded)
+    return dataset._replace(images=padded, image_shape=padded.shape[1:])
 
 
 def cmd_train(args) -> int:

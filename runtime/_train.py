@@ -263,8 +263,10 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
                                     res=f"{max(residuals):.1e}")
             if max_steps is not None and global_step >= max_steps:
                 break
+        if max_steps is not None and global_step >= max_steps and global_step < epoch * steps_per_epoch:
+            break  # stopped inside the epoch: nothing of it is recorded or checkpointed
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
-                  "free_residual": float(np.nanmax(free_res)), "nudged_residual": float(np.nanmax(nudged_res))}
+                  "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res)}
         if homeo:
             record["homeostatic_loss"] = float(np.mean(homeo))
         if val is not None:
@@ -285,6 +287,11 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if max_steps is not None and global_step >= max_steps:
             break
     return model, history
+
+
+def _max_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if not np.isnan(v)]
+    return max(finite) if finite else None
 
 
 def _jsonable(config: TrainConfig) -> dict:

@@ -1,0 +1,107 @@
+"""Training: every zoo model learns with every estimator that applies to it (tiny sizes, a
+teacher task), checkpoints resume exactly, and divergence stops with the last finite parameters."""
+
+from __future__ import annotations
+
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import TINY, tiny_model
+
+import eqn
+from eqn.runtime import ArrayDataset, DivergenceError, FixedStep, TrainConfig, evaluate, load_checkpoint, train
+
+GENERAL = ["classic", "symmetric", "hep", "online", "true", "rbp", "bptt"]
+ESTIMATORS = {
+    name: GENERAL + (["cep"] if name == "hopfield_mlp" else ["cvf"])
+    for name in TINY if name != "conv_softpool"
+}
+ESTIMATORS["conv_softpool"] = ["hep", "true", "cvf"]
+
+OPTIONS = dict(beta=0.2, n=4, free_solver=FixedStep(max_steps=100, tol=1e-7),
+               nudged_solver=FixedStep(max_steps=30, tol=1e-7), periods=2, steps_per_point=15,
+               bptt_steps=100, nudged_steps=20, eta=1e-5)
+
+
+def teacher_data(model, count=96, seed=0) -> ArrayDataset:
+    """Labels from a fixed random linear teacher on random inputs: learnable by every model."""
+    (shape,) = model.program.inputs.values()
+    (classes,) = next(iter(model.program.targets.values()))
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(count,) + shape).astype(np.float64)
+    teacher = rng.normal(size=(int(np.prod(shape)), classes))
+    labels = np.argmax(images.reshape(count, -1) @ teacher, axis=1)
+    return ArrayDataset(images, labels, classes, name="teacher")
+
+
+@pytest.mark.parametrize("name,estimator", [(n, e) for n, es in ESTIMATORS.items() for e in es])
+def test_every_zoo_model_learns_with_every_applicable_estimator(name, estimator):
+    model = tiny_model(name)
+    data = teacher_data(model, count=48 if name == "conv_softpool" else 96)
+    config = TrainConfig(estimator=estimator, lr=0.03 if name != "conv_softpool" else 0.1, momentum=0.5,
+                         epochs=3, batch_size=24, options=dict(OPTIONS))
+    before = evaluate(model, data, config)["loss"]
+    trained, history = train(model, data, config=config, progress=False)
+    after = evaluate(trained, data, config)["loss"]
+    assert np.isfinite(after)
+    assert after < before, (before, after, [h["train_loss"] for h in history])
+
+
+def _tiny_run(tmp_path, epochs, max_steps=None, resume=False, out="run"):
+    model = tiny_model("reciprocal_mlp")
+    data = teacher_data(model, count=120)
+    config = TrainConfig(estimator="hep", lr=0.05, epochs=epochs, batch_size=20, options=dict(OPTIONS))
+    return train(model, data, config=config, out=tmp_path / out, resume=resume, progress=False,
+                 max_steps=max_steps)
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    uninterrupted, _ = _tiny_run(tmp_path, epochs=3, out="full")
+    _tiny_run(tmp_path, epochs=3, max_steps=8, out="cut")  # stops inside epoch 2 (6 steps per epoch)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1]  # the cut epoch is neither recorded nor saved
+    resumed, history = _tiny_run(tmp_path, epochs=3, resume=True, out="cut")
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(uninterrupted)):
+        np.testing.assert_array_equal(a, b)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    on_disk, _, meta = load_checkpoint(tmp_path / "cut" / "checkpoint.eqx", tiny_model("reciprocal_mlp"), None)
+    assert meta["epochs_done"] == 3
+
+
+DIVERGING = """
+model runaway
+input x[3]
+target y[2]
+state h[4]
+state o[2] output
+param W[4, 3] ~ glorot
+param V[2, 4] ~ glorot
+param R[4, 4] ~ zeros
+d h/dt = W @ x + R @ h - h
+d o/dt = V @ h - o
+cost C = 0.5 * sum((o - y)^2)
+"""
+
+
+def test_divergence_stops_with_phase_step_and_residual_and_keeps_last_finite_parameters(tmp_path):
+    model = eqn.compile(DIVERGING, dtype=jnp.float64, solver=FixedStep(max_steps=200, tol=1e-8))
+    data = ArrayDataset(np.random.default_rng(0).normal(size=(40, 3)) * 3, np.arange(40) % 2, 2)
+    config = TrainConfig(estimator="rbp", optimizer="sgd", lr=3.0, momentum=0.0, epochs=5, batch_size=10)
+    with pytest.raises(DivergenceError) as info:
+        train(model, data, config=config, out=tmp_path / "run", progress=False)
+    message = str(info.value)
+    assert "free phase diverged" in message and "residual" in message
+    step = int(message.split("training step ")[1].split(":")[0])
+    assert step > 0
+    saved, _, meta = load_checkpoint(tmp_path / "run" / "last_finite.eqx", model,
+                                     None)
+    assert meta["step"] == step
+    for leaf in jax.tree_util.tree_leaves(saved):
+        assert np.all(np.isfinite(leaf))
+    replay, _ = train(model, data, config=config, progress=False, max_steps=step)
+    for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(replay)):
+        np.testing.assert_array_equal(a, b)
