@@ -23,7 +23,7 @@ from ._library import ELEMENTWISE_FUNCTIONS, derivative_call
 from ._program import NonHolomorphic, ParamSpec, Program
 
 INITIALIZERS = {
-    "glorot": (0, 0), "glorot_normal": (0, 0), "he": (0, 0), "lecun": (0, 0), "orthogonal": (0, 0),
+    "glorot": (0, 1), "glorot_normal": (0, 1), "he": (0, 1), "lecun": (0, 1), "orthogonal": (0, 1),
     "zeros": (0, 0), "ones": (0, 0), "normal": (1, 1), "uniform": (1, 2), "constant": (1, 1),
 }
 

@@ -446,6 +446,8 @@ def _initialise(spec, key, dtype) -> Array:
         "normal": lambda: init.normal(stddev=args[0]),
         "constant": lambda: init.constant(args[0]),
     }
+    if spec.init in ("glorot", "glorot_normal", "he", "lecun", "orthogonal") and args:
+        return args[0] * table[spec.init]()(key, shape, dtype)  # an optional gain
     if spec.init == "uniform":
         low, high = (-args[0], args[0]) if len(args) == 1 else args
         return jax.random.uniform(key, shape, dtype, low, high)

@@ -211,7 +211,7 @@ def test_non_holomorphic_model_refused_for_complex_estimators():
 
 
 def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
-    """rbp on large states runs dλ/dt = Jᵀλ − ∂C/∂u; it must reach the dense J^{-T}∂C/∂u."""
+    """rbp on large states solves Jᵀλ = ∂C/∂u matrix-free (GMRES); it must match the dense solve."""
     from eqn.runtime._estimators import RecurrentBackprop
     model, x, y = _problem("untied_leaky")
     free = model.free(x, solver=SOLVER)
