@@ -197,6 +197,11 @@ State = dict[str, Array]
 _RESERVED = None  # filled below, once EqnModel exists
 
 
+def _complex_if(dtype, beta):
+    """The state dtype, made complex (at the same precision) when β is complex."""
+    return jnp.result_type(dtype, jnp.complex64) if jnp.iscomplexobj(beta) else dtype
+
+
 def _batch_size(tree) -> int:
     return jax.tree_util.tree_leaves(tree)[0].shape[0]
 
@@ -271,7 +276,7 @@ class EqnModel(eqx.Module):
         beta = jnp.asarray(beta)
         run = self._per_sample(self.program.field)
         field = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, beta, {})
-        dtype = jnp.result_type(*jax.tree_util.tree_leaves(state), beta)
+        dtype = _complex_if(jnp.result_type(*jax.tree_util.tree_leaves(state)), beta)
         return {s: field[s].astype(dtype) for s in self.program.states}
 
     field = vector_field
@@ -306,7 +311,7 @@ class EqnModel(eqx.Module):
         beta = jnp.asarray(beta)
         start = self.init_state(x) if init is None else init
         if jnp.iscomplexobj(beta):
-            start = {s: v.astype(jnp.result_type(v, beta)) for s, v in start.items()}
+            start = {s: v.astype(_complex_if(v.dtype, beta)) for s, v in start.items()}
         state, stats = solver.solve(lambda u: self.vector_field(u, x, y, beta), start, self.dt, key)
         return (state, stats) if return_info else state
 

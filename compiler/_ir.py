@@ -269,8 +269,21 @@ def mul(a: Node, b: Node, span=None) -> Node:
     return op("mul", (a, b), shape, span=span)
 
 
+def _logistic_argument(b: Node) -> Node | None:
+    """z when b is 1 + exp(−z) (either order), so 1/b is sigmoid(z)."""
+    if not (isinstance(b, Op) and b.op == "add"):
+        return None
+    one, other = (b.args[0], b.args[1]) if is_const(b.args[0], 1.0) else (b.args[1], b.args[0])
+    if is_const(one, 1.0) and isinstance(other, Op) and other.op == "exp":
+        return neg(other.args[0])
+    return None
+
+
 def div(a: Node, b: Node, span=None) -> Node:
     shape = broadcast_shapes(a.shape, b.shape)
+    # 1/(1 + exp(−z)) is the logistic function: evaluate it as one (stable where exp overflows).
+    if is_const(a, 1.0) and (z := _logistic_argument(b)) is not None:
+        return op("sigmoid", (z,), shape, span=span)
     if isinstance(b, Const) and b.value != 0:
         if isinstance(a, Const):
             return const(a.value / b.value)

@@ -178,7 +178,8 @@ class Estimator(abc.ABC):
 
 def _from_response(model, x, y, free, response) -> Tree:
     """dL/dθ ≈ −(∂F/∂θ)ᵀ·d_βu* + ∂C/∂θ (homeostasis Eq. 6, with this package's sign of β)."""
-    grads = _tree_scale(field_param_vjp(model, free, x, _real_state(response)), -1.0)
+    response = {k: jnp.real(v).astype(free[k].dtype) for k, v in response.items()}
+    grads = _tree_scale(field_param_vjp(model, free, x, response), -1.0)
     return _tree_add(grads, cost_param_grad(model, free, x, y))
 
 
@@ -346,7 +347,11 @@ class RecurrentBackprop(Estimator):
             operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
             tol = 1e-10 if ui.dtype == jnp.float64 else 1e-5
             solver = lx.GMRES(rtol=tol, atol=tol, restart=min(n, 60), max_steps=20 * n)
-            return lx.linear_solve(operator, bi, solver, throw=False).value
+            # A sample whose loss is flat in u (∂C/∂u underflows to 0) has λ = 0; GMRES would
+            # divide by its zero norm.
+            flat = jnp.all(bi == 0)
+            value = lx.linear_solve(operator, jnp.where(flat, jnp.ones_like(bi), bi), solver, throw=False).value
+            return jnp.where(flat, jnp.zeros_like(value), value)
 
         return jax.vmap(unravel)(jax.vmap(solve_one)(u, rhs, inputs))
 

@@ -69,14 +69,15 @@ class FixedStep(FixedPointSolver):
         def body(carry):
             step, u, _, k = carry
             f = field(u)
-            residual = jnp.max(residual_norm(f))
+            residual = jnp.max(residual_norm(f)).astype(real_dtype)
             u = jax.tree_util.tree_map(lambda a, b: a + dt * b, u, f)
             if noisy:
                 k, sub = jax.random.split(k)
                 u = _add_noise(u, sub, self.noise)
             return step + 1, u, residual, k
 
-        init = (jnp.asarray(0), u0, jnp.asarray(jnp.inf, dtype=jnp.result_type(float)),
+        real_dtype = jnp.real(jax.tree_util.tree_leaves(u0)[0]).dtype
+        init = (jnp.asarray(0), u0, jnp.asarray(jnp.inf, dtype=real_dtype),
                 key if key is not None else jax.random.PRNGKey(0))
         steps, u, _, _ = jax.lax.while_loop(cond, body, init)
         residual = jnp.max(residual_norm(field(u)))

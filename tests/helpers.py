@@ -26,6 +26,7 @@ TINY = {
     "rnn_symmetric": dict(n_in=5, n_h=6, n_out=3),
     "rnn_untied": dict(n_in=5, n_h=6, n_out=3),
     "conv_softpool": dict(c_in=2, hw=32, c1=2, c2=3, c3=2, c4=2, n_out=3),
+    "conv_small": dict(c_in=2, hw=8, c1=2, c2=3, n_out=3),
 }
 
 

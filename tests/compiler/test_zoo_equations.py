@@ -146,6 +146,16 @@ def conv_field(P, S, x, y, beta):
     return {"u1": g1 - u1, "u2": g2 - u2, "u3": g3 - u3, "u4": g4 - u4}
 
 
+def conv_small_field(P, S, x, y, beta):
+    """The two-layer version of conv_field (same blocks, 28x28 sizes in the zoo)."""
+    u1, u2 = S["u1"], S["u2"]
+    back = jax.grad(lambda s: jnp.sum(u2 * softpool(conv(s, P["W2b"], 1))),
+                    holomorphic=jnp.iscomplexobj(u1))(dsilu(u1))
+    g1 = softpool(conv(x, P["W1f"], 1)) + back + P["b1"]
+    g2 = softpool(conv(dsilu(u1), P["W2f"], 1)) + P["b2"] + beta * _readout_pull(P, u2, y)
+    return {"u1": g1 - u1, "u2": g2 - u2}
+
+
 def _readout_pull(P, u4, y):
     """-∂C/∂u4 for the cross-entropy readout on flatten(dsilu(u4)), via a VJP with cotangent 1."""
     def cost(u):
@@ -165,6 +175,7 @@ REFERENCES = {
     "rnn_symmetric": lambda *a: rnn_field(*a, feedback=lambda P: P["W01"].T),
     "rnn_untied": lambda *a: rnn_field(*a, feedback=lambda P: P["W10"]),
     "conv_softpool": conv_field,
+    "conv_small": conv_small_field,
 }
 
 

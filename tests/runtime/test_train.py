@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import TINY, tiny_model
+from helpers import MODELS as ROOT_MODELS, TINY, tiny_model
 
 import eqn
 from eqn.runtime import ArrayDataset, DivergenceError, FixedStep, TrainConfig, evaluate, load_checkpoint, train
@@ -105,3 +105,22 @@ def test_divergence_stops_with_phase_step_and_residual_and_keeps_last_finite_par
     replay, _ = train(model, data, config=config, progress=False, max_steps=step)
     for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(replay)):
         np.testing.assert_array_equal(a, b)
+
+
+FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="needs Debian's dataset-fashion-mnist")
+def test_cnn_learns_fashion_mnist_in_one_epoch_on_2000_images(xla_optimized):
+    """The softmax-pooling dSiLU CNN (conv_small: the blocks of homeostasis App. E.2), hEP N = 2,
+    one epoch on 2000 real Fashion-MNIST images: clearly above chance (90 % error)."""
+    from eqn.runtime import load_dataset, rotate_pairs
+    model = eqn.compile(ROOT_MODELS / "conv_small.eqn", consts=dict(c1=8, c2=16),
+                        solver=FixedStep(max_steps=30, tol=1e-4))
+    model = rotate_pairs(model, 0.0)
+    train_set = load_dataset("fashion_mnist", "train").subset(2000)
+    test_set = load_dataset("fashion_mnist", "test").subset(500)
+    config = TrainConfig(estimator="hep", lr=0.02, epochs=1, batch_size=50,
+                         options=dict(beta=0.5, n=2, nudged_solver=FixedStep(max_steps=10, tol=1e-4)))
+    trained, history = train(model, train_set, val=test_set, config=config, progress=False)
+    assert history[-1]["val_error"] < 0.6, history
