@@ -27,6 +27,8 @@ def _consts(pairs: list[str]) -> dict[str, float]:
 def _load(path: str, consts: dict, holomorphic: bool = False):
     from ..compiler import load
 
+    if Path(path).is_dir():
+        raise IsADirectoryError(21, "is a directory", path)
     if not Path(path).is_file():
         raise FileNotFoundError(path)
     return load(Path(path), consts=consts, holomorphic=holomorphic)
@@ -198,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eqn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `eqn rules … | head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

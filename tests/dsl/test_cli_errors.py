@@ -98,7 +98,7 @@ def test_nonexistent_path(tmp_path, capsys):
 def test_directory_path(tmp_path, capsys):
     code, _, err = run_check(capsys, tmp_path)
     assert code == 1
-    assert err.startswith("eqn: error: cannot read")
+    assert err.strip() == f"eqn: error: cannot read {tmp_path}: is a directory"
 
 
 def test_bad_file_does_not_stop_the_others(tmp_path, capsys):

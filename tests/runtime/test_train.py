@@ -39,7 +39,9 @@ def teacher_data(model, count=96, seed=0) -> ArrayDataset:
 
 
 @pytest.mark.parametrize("name,estimator", [(n, e) for n, es in ESTIMATORS.items() for e in es])
-def test_every_zoo_model_learns_with_every_applicable_estimator(name, estimator):
+def test_every_zoo_model_learns_with_every_applicable_estimator(name, estimator, request):
+    if name.startswith("conv"):
+        request.getfixturevalue("xla_optimized")  # convolutions: run time dominates compile time
     model = tiny_model(name)
     data = teacher_data(model, count=48 if name == "conv_softpool" else 96)
     config = TrainConfig(estimator=estimator, lr=0.03 if name != "conv_softpool" else 0.1, momentum=0.5,
