@@ -23,20 +23,28 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
 
 
 def _compile(args):
+    """The model with its solver and initial pair angle, or None after reporting the errors."""
     import jax
     import jax.numpy as jnp
 
-    from ..compiler import load
-    from ..runtime._solvers import FixedStep
-    from .cli import _consts
+    from ..compiler import compile as compile_model
+    from ._init import rotate_pairs, sign_flip_pairs
+    from ._solvers import FixedStep
+    from .cli import _consts, load_or_report
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    program = load(Path(args.file), consts=_consts(args.const))
-    import eqn
+    program = load_or_report(args.file, _consts(args.const))
+    if program is None:
+        return None
     solver = FixedStep(max_steps=args.free_steps, tol=args.tol, noise=args.noise)
-    return eqn.compile(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
-                       solver=solver, dt=args.dt)
+    model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
+                          solver=solver, dt=args.dt)
+    if args.angle is not None:
+        model = rotate_pairs(model, args.angle)
+    if args.flip_angle is not None:
+        model = sign_flip_pairs(model, args.flip_angle, jax.random.PRNGKey(args.seed + 1))
+    return model
 
 
 def _fit(dataset, model):
@@ -62,23 +70,13 @@ def _fit(dataset, model):
 
 
 def cmd_train(args) -> int:
-    from ..dsl.errors import ErrorList
     from . import _data
-    from ._init import rotate_pairs, sign_flip_pairs
     from ._solvers import FixedStep
     from ._train import DivergenceError, TrainConfig, train
 
-    try:
-        model = _compile(args)
-    except (ErrorList, OSError) as exc:
-        from .cli import _report
-        _report(exc)
+    model = _compile(args)
+    if model is None:
         return 1
-    if args.angle is not None:
-        model = rotate_pairs(model, args.angle)
-    if args.flip_angle is not None:
-        import jax
-        model = sign_flip_pairs(model, args.flip_angle, jax.random.PRNGKey(args.seed + 1))
     try:
         train_set = _data.load_dataset(args.dataset, "train")
         val_set = _data.load_dataset(args.dataset, "test")
@@ -126,15 +124,11 @@ def cmd_train(args) -> int:
 def cmd_diagnose(args) -> int:
     import jax.numpy as jnp
 
-    from ..dsl.errors import ErrorList
     from . import _data
     from ._diagnostics import diagnose, plot_stability_map, stability_map
 
-    try:
-        model = _compile(args)
-    except (ErrorList, OSError) as exc:
-        from .cli import _report
-        _report(exc)
+    model = _compile(args)
+    if model is None:
         return 1
     try:
         data = _fit(_data.load_dataset(args.dataset, "test"), model)
@@ -142,7 +136,7 @@ def cmd_diagnose(args) -> int:
         print(f"eqn: error: {exc}", file=sys.stderr)
         return 2
     x, y = next(iter(data.batches(args.batch_size, seed=args.seed, epoch=0)))
-    x, y = jnp.asarray(x, model.W_dtype if hasattr(model, "W_dtype") else None), jnp.asarray(y)
+    x, y = jnp.asarray(x), jnp.asarray(y)
     report = diagnose(model, x, y, beta=args.beta, n=args.n)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -186,6 +180,8 @@ def _model_arguments(parser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--beta", type=float, default=0.5, help="teaching amplitude |β| (default 0.5)")
     parser.add_argument("--n", type=int, default=2, help="points on the β circle for hep/online (default 2)")
+    parser.add_argument("--angle", type=float, default=None, help="initial angle (degrees) of backward weights")
+    parser.add_argument("--flip-angle", type=float, default=None, help="sign-flip initialisation at this angle")
 
 
 def register(sub) -> None:
@@ -207,8 +203,6 @@ def register(sub) -> None:
     train.add_argument("--homeostasis-samples", type=int, default=1)
     train.add_argument("--random-sign", action="store_true", help="random sign of β for each batch")
     train.add_argument("--eta", type=float, default=1e-5, help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
-    train.add_argument("--angle", type=float, default=None, help="initial angle (degrees) of backward weights")
-    train.add_argument("--flip-angle", type=float, default=None, help="sign-flip initialisation at this angle")
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")

@@ -34,6 +34,15 @@ def _load(path: str, consts: dict, holomorphic: bool = False):
     return load(Path(path), consts=consts, holomorphic=holomorphic)
 
 
+def load_or_report(path: str, consts: dict, holomorphic: bool = False):
+    """The checked program, or None after printing the located errors."""
+    try:
+        return _load(path, consts, holomorphic)
+    except (ErrorList, EqnError, OSError) as exc:
+        _report(exc)
+        return None
+
+
 def _report(exc: Exception) -> None:
     if isinstance(exc, ErrorList):
         print(exc.render(), file=sys.stderr)
@@ -67,10 +76,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    try:
-        program = _load(args.file, _consts(args.const))
-    except (ErrorList, EqnError, OSError) as exc:
-        _report(exc)
+    program = load_or_report(args.file, _consts(args.const))
+    if program is None:
         return 1
     if args.json:
         from ..compiler import render
@@ -122,10 +129,8 @@ def _size(shape) -> int:
 
 
 def cmd_show(args) -> int:
-    try:
-        program = _load(args.file, _consts(args.const))
-    except (ErrorList, EqnError, OSError) as exc:
-        _report(exc)
+    program = load_or_report(args.file, _consts(args.const))
+    if program is None:
         return 1
     info = describe(program)
     if args.json:
