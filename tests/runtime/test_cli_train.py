@@ -69,3 +69,15 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     plotted = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "plot", str(cut)], capture_output=True,
                              text=True, timeout=120)
     assert plotted.returncode == 0 and (cut / "curves.png").stat().st_size > 1000
+
+
+def test_diagnose_prints_the_diagnostics_and_draws_the_stability_map(tmp_path):
+    png = tmp_path / "map.png"
+    result = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "diagnose", str(ROOT / "models" / "reciprocal_mlp.eqn"),
+                             "--const", "n_h=16", "--batch-size", "4", "--free-steps", "100", "--stability-map", str(png),
+                             "--resolution", "5"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    for key in ("symmetry", "homeostatic_loss", "pair_angles_degrees", "cosine_response_delta",
+                "cosine_ep_exact", "cvf_bptt_angle_degrees"):
+        assert key in result.stdout
+    assert png.stat().st_size > 1000

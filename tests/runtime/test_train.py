@@ -126,3 +126,35 @@ def test_cnn_learns_fashion_mnist_in_one_epoch_on_2000_images(xla_optimized):
                          options=dict(beta=0.5, n=2, nudged_solver=FixedStep(max_steps=10, tol=1e-4)))
     trained, history = train(model, train_set, val=test_set, config=config, progress=False)
     assert history[-1]["val_error"] < 0.6, history
+
+
+def test_per_parameter_learning_rate_scales_and_cosine_schedule():
+    model = tiny_model("reciprocal_mlp")
+    data = teacher_data(model, count=40)
+    config = TrainConfig(estimator="true", lr=0.05, epochs=2, batch_size=20, schedule="cosine",
+                         lr_scales={"W_in": 0.0, "W21f": 2.0}, options=dict(OPTIONS))
+    trained, _ = train(model, data, config=config, progress=False)
+    np.testing.assert_array_equal(trained.W_in, model.W_in)  # scale 0: frozen
+    assert not np.allclose(trained.W21f, model.W21f)
+    with pytest.raises(ValueError, match="unknown parameters: nope"):
+        train(model, data, config=TrainConfig(lr_scales={"nope": 1.0}, batch_size=20), progress=False)
+
+
+def test_noise_and_random_sign_options_act_and_are_reproducible():
+    from eqn.runtime import estimate
+    model = tiny_model("hopfield_mlp")
+    data = teacher_data(model, count=8)
+    x, y = jnp.asarray(data.images), jnp.asarray(np.eye(3)[data.labels])
+    noisy = dict(free_solver=FixedStep(max_steps=50, noise=0.05), nudged_solver=FixedStep(max_steps=20, noise=0.05))
+    a, _ = estimate(model, x, y, "symmetric", key=jax.random.PRNGKey(1), **noisy)
+    b, _ = estimate(model, x, y, "symmetric", key=jax.random.PRNGKey(1), **noisy)
+    c, _ = estimate(model, x, y, "symmetric", key=jax.random.PRNGKey(2), **noisy)
+    np.testing.assert_array_equal(a.W1, b.W1)
+    assert not np.allclose(a.W1, c.W1)
+    signs = set()
+    for k in range(8):
+        g, _ = estimate(model, x, y, "classic", key=jax.random.PRNGKey(k), beta=0.3, random_sign=True)
+        plus, _ = estimate(model, x, y, "classic", beta=0.3)
+        minus, _ = estimate(model, x, y, "classic", beta=-0.3)
+        signs.add("+" if np.allclose(g.W1, plus.W1) else "-" if np.allclose(g.W1, minus.W1) else "?")
+    assert signs == {"+", "-"}
