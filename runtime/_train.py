@@ -105,14 +105,9 @@ def load_checkpoint(path: Path, model, opt_state):
 # ----------------------------------------------------------------------------- the loop
 
 
-def _options(model, config: TrainConfig) -> dict:
-    options = dict(config.options)
-    return options
-
-
 def make_step(model, config: TrainConfig, optimizer):
     estimator = config.estimator
-    options = _options(model, config)
+    options = dict(config.options)
     get_estimator(estimator)
 
     @eqx.filter_jit
