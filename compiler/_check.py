@@ -298,7 +298,7 @@ class _Checker:
                 self.error(EqnNameError, f"a tie may read only parameters and constants, not the let '{name}'", e.span)
                 return None
             self.used.add(name)
-            return self.let(name, e.span)
+            return self.let(name)
         if name in self.fn_decls or name in LIBRARY:
             self.error(EqnNameError, f"'{name}' is a function; call it as {name}(…)", e.span)
             return None
@@ -308,7 +308,7 @@ class _Checker:
         self.error(EqnNameError, f"undefined name '{name}'{self._suggest(name, candidates)}", e.span)
         return None
 
-    def let(self, name: str, use: ast.Span | None = None) -> Node | None:
+    def let(self, name: str) -> Node | None:
         return self._lazy(name, self.let_decls[name].value, self.let_decls[name].name_span, "let",
                           _Scope("dynamics"), self._let_values, self._let_state)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..dsl.ast import Span
@@ -66,10 +67,4 @@ class Program:
         return not self.non_holomorphic
 
     def param_count(self) -> int:
-        total = 0
-        for spec in self.params.values():
-            size = 1
-            for d in spec.shape:
-                size *= d
-            total += size
-        return total
+        return sum(math.prod(spec.shape) for spec in self.params.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def describe(program) -> dict:
         "target": {n: list(s) for n, s in program.targets.items()},
         "states": {n: list(s) for n, s in program.states.items()},
         "output": program.output,
-        "params": {n: {"shape": list(spec.shape), "count": _size(spec.shape), "init": spec.init}
+        "params": {n: {"shape": list(spec.shape), "count": math.prod(spec.shape), "init": spec.init}
                    for n, spec in program.params.items()},
         "tied": sorted(program.ties),
         "pairs": [list(p) for p in program.pairs],
@@ -119,13 +120,6 @@ def describe(program) -> dict:
         "explicit_beta": program.explicit_beta,
         "consts": program.consts,
     }
-
-
-def _size(shape) -> int:
-    size = 1
-    for d in shape:
-        size *= d
-    return size
 
 
 def cmd_show(args) -> int:
@@ -150,7 +144,7 @@ def cmd_show(args) -> int:
     print(f"  params       {program.param_count()} in all")
     width = max((len(n) for n in program.params), default=1)
     for n, spec in program.params.items():
-        print(f"    {n:<{width}} {shape(spec.shape):<16} {_size(spec.shape):>10}  ~ {spec.init}")
+        print(f"    {n:<{width}} {shape(spec.shape):<16} {math.prod(spec.shape):>10}  ~ {spec.init}")
     for tied, node in program.ties.items():
         print(f"    {tied:<{width}} tied = {render(node.args[0])}")
     if program.pairs:
