@@ -18,7 +18,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from ..runtime._solvers import FixedPointSolver, FixedStep, SolveStats
 from . import _functions
-from ._ir import Const, Node, Op, Var, Zero, walk
+from ._ir import Const, Node, Op, Var, Zero, children, walk
 from ._program import Program
 
 # ----------------------------------------------------------------------------- evaluation
@@ -167,9 +167,10 @@ def _pullback(node: Op, values: list):
     return pull(jnp.asarray(cotangent).astype(out.dtype))[node.attr("index")]
 
 
-def evaluate_many(roots: dict[str, Node], env: dict[str, Any]) -> dict[str, Any]:
-    """Values of several IR roots that share sub-expressions, on one sample."""
-    memo: dict[int, Any] = {}
+def evaluate_many(roots: dict[str, Node], env: dict[str, Any], known: dict[int, Any] | None = None) -> dict[str, Any]:
+    """Values of several IR roots that share sub-expressions, on one sample. `known` holds values
+    already computed, by node uid."""
+    memo: dict[int, Any] = dict(known or {})
     for root in roots.values():
         for node in walk(root):
             if node.uid in memo:
@@ -188,6 +189,24 @@ def evaluate_many(roots: dict[str, Node], env: dict[str, Any]) -> dict[str, Any]
 
 def evaluate(root: Node, env: dict[str, Any]) -> Any:
     return evaluate_many({"_": root}, env)["_"]
+
+
+def state_independent(roots: dict[str, Node]) -> dict[str, Node]:
+    """The largest operations under `roots` that do not read the state: within one phase (fixed
+    input, target and β) they are constants, such as the input drive W·x. Keyed by uid."""
+    reads_state: dict[int, bool] = {}
+    for root in roots.values():
+        for node in walk(root):
+            if node.uid not in reads_state:
+                reads_state[node.uid] = (node.kind in ("state", "cotangent") if isinstance(node, Var)
+                                         else any(reads_state[a.uid] for a in children(node)))
+    frontier: dict[str, Node] = {}
+    for root in roots.values():
+        candidates = [root] + [a for node in walk(root) if reads_state[node.uid] for a in children(node)]
+        for node in candidates:
+            if isinstance(node, Op) and not reads_state[node.uid]:
+                frontier[str(node.uid)] = node
+    return frontier
 
 
 # ----------------------------------------------------------------------------- the module
@@ -266,18 +285,40 @@ class EqnModel(eqx.Module):
 
         return run
 
+    def phase_field(self, x, y=None, beta=0.0):
+        """u ↦ F(u; β) for one phase (fixed input, target and β). The parts of the field that do
+        not read the state, such as the input drive W·x, are computed here once, not at every
+        step of the dynamics."""
+        inputs = self._inputs(x)
+        targets = self._targets(y, _batch_size(inputs))
+        beta = jnp.asarray(beta)
+        roots = self.program.field
+        params = self._param_env()
+        hoisted = state_independent(roots)
+
+        def constants(inputs_i, targets_i):
+            return evaluate_many(hoisted, {**params, **inputs_i, **targets_i, "beta": beta})
+
+        known = jax.vmap(constants)(inputs, targets) if hoisted else {}
+
+        def per_sample(state_i, inputs_i, targets_i, known_i):
+            env = {**params, **state_i, **inputs_i, **targets_i, "beta": beta}
+            values = evaluate_many(roots, env, {int(uid): v for uid, v in known_i.items()})
+            return {name: jnp.broadcast_to(values[name], roots[name].shape) for name in roots}
+
+        def field(state: State) -> State:
+            out = jax.vmap(per_sample)(state, inputs, targets, known)
+            dtype = _complex_if(jnp.result_type(*jax.tree_util.tree_leaves(state)), beta)
+            return {s: out[s].astype(dtype) for s in self.program.states}
+
+        return field
+
     def vector_field(self, state: State, x, y=None, beta=0.0) -> State:
         """F(u; β): the nudged field du/dt at a batch of states; β real or complex (a scalar).
 
         For the map form this is G_β(u) − u, whose zeros are the map's fixed points.
         """
-        inputs = self._inputs(x)
-        targets = self._targets(y, _batch_size(inputs))
-        beta = jnp.asarray(beta)
-        run = self._per_sample(self.program.field)
-        field = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, beta, {})
-        dtype = _complex_if(jnp.result_type(*jax.tree_util.tree_leaves(state)), beta)
-        return {s: field[s].astype(dtype) for s in self.program.states}
+        return self.phase_field(x, y, beta)(state)
 
     field = vector_field
 
@@ -312,7 +353,7 @@ class EqnModel(eqx.Module):
         start = self.init_state(x) if init is None else init
         if jnp.iscomplexobj(beta):
             start = {s: v.astype(_complex_if(v.dtype, beta)) for s, v in start.items()}
-        state, stats = solver.solve(lambda u: self.vector_field(u, x, y, beta), start, self.dt, key)
+        state, stats = solver.solve(self.phase_field(x, y, beta), start, self.dt, key)
         return (state, stats) if return_info else state
 
     def free(self, x, *, init: State | None = None, solver: FixedPointSolver | None = None,

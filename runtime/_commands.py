@@ -78,8 +78,9 @@ def cmd_train(args) -> int:
     if model is None:
         return 1
     try:
-        train_set = _data.load_dataset(args.dataset, "train")
-        val_set = _data.load_dataset(args.dataset, "test")
+        normalize = args.pixels == "standardize"
+        train_set = _data.load_dataset(args.dataset, "train", normalize=normalize)
+        val_set = _data.load_dataset(args.dataset, "test", normalize=normalize)
         train_set, val_set = _fit(train_set, model), _fit(val_set, model)
     except _data.DatasetUnavailable as exc:
         print(f"eqn: error: {exc}", file=sys.stderr)
@@ -131,7 +132,7 @@ def cmd_diagnose(args) -> int:
     if model is None:
         return 1
     try:
-        data = _fit(_data.load_dataset(args.dataset, "test"), model)
+        data = _fit(_data.load_dataset(args.dataset, "test", normalize=args.pixels == "standardize"), model)
     except (_data.DatasetUnavailable, ValueError) as exc:
         print(f"eqn: error: {exc}", file=sys.stderr)
         return 2
@@ -171,6 +172,8 @@ def _model_arguments(parser) -> None:
     parser.add_argument("file", help="the .eqn model")
     parser.add_argument("--const", action="append", metavar="NAME=VALUE", help="override a constant")
     parser.add_argument("--dataset", default="fashion_mnist", help="TFDS name (default fashion_mnist)")
+    parser.add_argument("--pixels", default="standardize", choices=["standardize", "unit"],
+                        help="standardize each channel (default) or keep pixels in [0, 1] (the papers' MLP setting)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dt", type=float, default=None, help="Euler step of flows (maps use 1)")
     parser.add_argument("--free-steps", type=int, default=150, help="step budget of the free phase (default 150)")

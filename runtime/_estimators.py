@@ -194,45 +194,81 @@ class _Points:
 
 
 class PointEstimator(Estimator):
-    """EP from nudged fixed points at β_k with weights w_k: d_βu ≈ Σ w_k u*_{β_k} (+ w₀ u*₀)."""
+    """EP from nudged fixed points at β_k with weights w_k: d_βu ≈ Σ w_k u*_{β_k} (+ w₀ u*₀).
+
+    The dynamics have real parameters and inputs, so u*_{β̄} is the conjugate of u*_β and a
+    conjugate pair of points costs one complex phase: Re(w u*_β + w̄ u*_β̄) = Re(2w u*_β). Real
+    points run in real arithmetic; the rest run as one batched complex solve.
+    """
 
     def points(self, opts) -> _Points:
         raise NotImplementedError
 
-    def _phases(self, model, x, y, free, key, opts):
+    def _groups(self, opts) -> tuple[_Points, list[tuple[jax.Array, jax.Array]]]:
+        """(points, [(betas, weights)] per dtype group) with conjugate pairs folded together."""
         points = self.points(opts)
+        real, complex_ = [], []
+        pending = list(zip(points.betas, points.weights))
+        while pending:
+            beta, weight = pending.pop(0)
+            if complex(beta).imag == 0:
+                real.append((complex(beta).real, complex(weight).real))
+                continue
+            partner = next((i for i, (b, w) in enumerate(pending)
+                            if abs(complex(b) - complex(beta).conjugate()) < 1e-12
+                            and abs(complex(w) - complex(weight).conjugate()) < 1e-12), None)
+            if partner is None:
+                complex_.append((beta, weight))
+            else:
+                pending.pop(partner)
+                complex_.append((beta, 2 * weight))
+        groups = [(jnp.asarray([b for b, _ in group]), jnp.asarray([w for _, w in group]))
+                  for group in (real, complex_) if group]
+        return points, groups
+
+    def _phases(self, model, x, y, free, key, opts):
+        points, groups = self._groups(opts)
         solver = opts.nudged_solver or opts.free_solver or model.solver
-        betas = jnp.asarray(points.betas)
-        weights = jnp.asarray(points.weights)
-        keys = jax.random.split(key, len(points.betas))
 
         def nudged(beta, k):
             return model.nudged(x, y, beta, init=free, solver=solver, return_info=True, key=k)
 
-        states, stats = jax.vmap(nudged)(betas, keys)
-        info = {"nudged_residual": jnp.max(stats.residual), "nudged_steps": jnp.max(stats.steps)}
-        return points, betas, weights, states, info
+        phases, residuals, steps = [], [], []
+        for (betas, weights), group_key in zip(groups, jax.random.split(key, len(groups))):
+            states, stats = jax.vmap(nudged)(betas, jax.random.split(group_key, betas.shape[0]))
+            phases.append((betas, weights, states))
+            residuals.append(jnp.max(stats.residual))
+            steps.append(jnp.max(stats.steps))
+        info = {"nudged_residual": jnp.max(jnp.stack(residuals)), "nudged_steps": jnp.max(jnp.stack(steps))}
+        return points, phases, info
+
+    @staticmethod
+    def _combine(points, phases, free) -> dict:
+        """Re Σ_k w_k u*_{β_k} (+ w₀ u*₀)."""
+        response = {k: jnp.zeros_like(v) for k, v in free.items()}
+        for _, weights, states in phases:
+            for k in response:
+                response[k] = response[k] + jnp.real(jnp.tensordot(weights, states[k], axes=1))
+        if points.free_weight:
+            response = {k: response[k] + points.free_weight * free[k] for k in response}
+        return response
 
     def response(self, model, x, y, free, key, opts) -> dict:
         """The estimate of d_βu* = J⁻¹∂C/∂u from the nudged fixed points."""
-        points, _, weights, states, _ = self._phases(model, x, y, free, key, opts)
-        response = jax.tree_util.tree_map(lambda u: jnp.tensordot(weights, u, axes=1), states)
-        if points.free_weight:
-            response = {k: response[k] + points.free_weight * free[k] for k in response}
-        return _real_state(response)
+        points, phases, _ = self._phases(model, x, y, free, key, opts)
+        return self._combine(points, phases, free)
 
     def _estimate(self, model, x, y, free, key, opts):
-        points, betas, weights, states, info = self._phases(model, x, y, free, key, opts)
+        points, phases, info = self._phases(model, x, y, free, key, opts)
         if self._path(model, opts) == "energy":
-            per_point = jax.vmap(lambda s, b, w: energy_param_grad(model, s, x, y, b, w))(states, betas, weights)
-            grads = jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), per_point)
+            grads = _zeros_like(model)
+            for betas, weights, states in phases:
+                per_point = jax.vmap(lambda s, b, w: energy_param_grad(model, s, x, y, b, w))(states, betas, weights)
+                grads = _tree_add(grads, jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), per_point))
             if points.free_weight:
                 grads = _tree_add(grads, energy_param_grad(model, free, x, y, 0.0, points.free_weight))
             return grads, info, free
-        response = jax.tree_util.tree_map(lambda u: jnp.tensordot(weights, u, axes=1), states)
-        if points.free_weight:
-            response = {k: response[k] + points.free_weight * free[k] for k in response}
-        return _from_response(model, x, y, free, response), info, free
+        return _from_response(model, x, y, free, self._combine(points, phases, free)), info, free
 
 
 class Classic(PointEstimator):
