@@ -8,8 +8,8 @@ modules with derived local learning rules, and train them with any EP estimator.
 
 from .compiler import EqnModel, Program, Rule, compile, load, register_function, rules
 from .dsl import EqnError, ErrorList, parse
-from .runtime import FixedStep, diagnose, estimate, load_dataset, train
+from .runtime import Anderson, FixedStep, diagnose, estimate, load_dataset, train
 
 __all__ = ["compile", "load", "rules", "register_function", "parse", "estimate", "train", "load_dataset",
-           "diagnose", "FixedStep", "EqnModel", "Program", "Rule", "EqnError", "ErrorList"]
+           "diagnose", "FixedStep", "Anderson", "EqnModel", "Program", "Rule", "EqnError", "ErrorList"]
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ module's methods `vmap` them over the leading batch axis.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -233,6 +234,10 @@ class EqnModel(eqx.Module):
     program: Program = eqx.field(static=True)
     solver: FixedPointSolver = eqx.field(static=True)
     dt: float = eqx.field(static=True)
+
+    def with_solver(self, solver: FixedPointSolver) -> "EqnModel":
+        """The same model whose phases use `solver` by default."""
+        return dataclasses.replace(self, solver=solver)
 
     # -- parameters and inputs -------------------------------------------------------------
     @property

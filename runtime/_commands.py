@@ -22,6 +22,18 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
     return result
 
 
+def make_solver(kind: str, max_steps: int, args):
+    """The solver a phase uses: plain steps ("fixed") or Anderson acceleration ("anderson")."""
+    from ._anderson import Anderson
+    from ._solvers import FixedStep
+
+    if kind == "anderson":
+        if args.noise:
+            raise SystemExit("eqn: error: --noise needs the fixed-step solver (noise makes every step count)")
+        return Anderson(max_steps=max_steps, tol=args.tol, memory=args.anderson_memory)
+    return FixedStep(max_steps=max_steps, tol=args.tol, noise=args.noise)
+
+
 def _compile(args):
     """The model with its solver and initial pair angle, or None after reporting the errors."""
     import jax
@@ -29,7 +41,6 @@ def _compile(args):
 
     from ..compiler import compile as compile_model
     from ._init import rotate_pairs, sign_flip_pairs
-    from ._solvers import FixedStep
     from .cli import _consts, load_or_report
 
     if args.dtype == "float64":
@@ -37,7 +48,7 @@ def _compile(args):
     program = load_or_report(args.file, _consts(args.const))
     if program is None:
         return None
-    solver = FixedStep(max_steps=args.free_steps, tol=args.tol, noise=args.noise)
+    solver = make_solver(args.free_solver or args.solver, args.free_steps, args)
     model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
                           solver=solver, dt=args.dt)
     if args.angle is not None:
@@ -71,7 +82,6 @@ def _fit(dataset, model):
 
 def cmd_train(args) -> int:
     from . import _data
-    from ._solvers import FixedStep
     from ._train import DivergenceError, TrainConfig, train
 
     model = _compile(args)
@@ -94,7 +104,7 @@ def cmd_train(args) -> int:
         val_set = val_set.subset(args.val_size)
     options = dict(beta=args.beta, n=args.n, homeostasis=args.homeostasis, homeostasis_samples=args.homeostasis_samples,
                    random_sign=args.random_sign, nudged_steps=args.nudged_steps, eta=args.eta)
-    options["nudged_solver"] = FixedStep(max_steps=args.nudged_steps, tol=args.tol, noise=args.noise)
+    options["nudged_solver"] = make_solver(args.nudged_solver or args.solver, args.nudged_steps, args)
     if args.path:
         options["path"] = args.path
     config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
@@ -179,6 +189,11 @@ def _model_arguments(parser) -> None:
     parser.add_argument("--free-steps", type=int, default=150, help="step budget of the free phase (default 150)")
     parser.add_argument("--nudged-steps", type=int, default=20, help="step budget of each nudged phase (default 20)")
     parser.add_argument("--tol", type=float, default=1e-5, help="stop a phase when ‖F(u)‖ ≤ tol")
+    parser.add_argument("--solver", default="fixed", choices=["fixed", "anderson"],
+                        help="fixed-point solver of every phase: plain steps or Anderson acceleration")
+    parser.add_argument("--free-solver", choices=["fixed", "anderson"], help="solver of the free phase only")
+    parser.add_argument("--nudged-solver", choices=["fixed", "anderson"], help="solver of the nudged phases only")
+    parser.add_argument("--anderson-memory", type=int, default=5, help="past iterates Anderson mixes (default 5)")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian neuron noise per step")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--beta", type=float, default=0.5, help="teaching amplitude |β| (default 0.5)")

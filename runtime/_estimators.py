@@ -151,6 +151,7 @@ class Estimator(abc.ABC):
             free = None
         grads, more, reference_state = self._estimate(model, x, y, free, key_est, opts)
         info.update(more)
+        info["field_evaluations"] = info.get("free_steps", 0) + info.get("nudged_evaluations", 0)
         state = free if free is not None else reference_state
         info["loss"] = jnp.mean(model.cost(state, y, x))
         info["error"] = classification_error(model, state, x, y)
@@ -233,13 +234,16 @@ class PointEstimator(Estimator):
         def nudged(beta, k):
             return model.nudged(x, y, beta, init=free, solver=solver, return_info=True, key=k)
 
-        phases, residuals, steps = [], [], []
+        phases, residuals, steps, evaluations = [], [], [], []
         for (betas, weights), group_key in zip(groups, jax.random.split(key, len(groups))):
             states, stats = jax.vmap(nudged)(betas, jax.random.split(group_key, betas.shape[0]))
             phases.append((betas, weights, states))
             residuals.append(jnp.max(stats.residual))
             steps.append(jnp.max(stats.steps))
-        info = {"nudged_residual": jnp.max(jnp.stack(residuals)), "nudged_steps": jnp.max(jnp.stack(steps))}
+            # the vectorised phases of a group run until the slowest one is done
+            evaluations.append(betas.shape[0] * jnp.max(stats.steps))
+        info = {"nudged_residual": jnp.max(jnp.stack(residuals)), "nudged_steps": jnp.max(jnp.stack(steps)),
+                "nudged_evaluations": sum(evaluations)}
         return points, phases, info
 
     @staticmethod
@@ -338,8 +342,9 @@ class TrueResponse(Estimator):
                 return energy_param_grad(model, fixed_point(beta), x, y, beta, 1.0)
             _, grads = jax.jvp(param_grad, (jnp.asarray(0.0, jnp.result_type(float)),),
                                (jnp.asarray(1.0, jnp.result_type(float)),))
-            return grads, {}, free
-        return _from_response(model, x, y, free, self.response(model, x, y, free, key, opts)), {}, free
+        else:
+            grads = _from_response(model, x, y, free, self.response(model, x, y, free, key, opts))
+        return grads, {"nudged_evaluations": jnp.asarray(steps)}, free
 
     def response(self, model, x, y, free, key, opts) -> dict:
         solver = opts.nudged_solver or opts.free_solver or model.solver
@@ -453,7 +458,8 @@ class Online(Estimator):
         real_zeros = {k: jnp.zeros(v.shape, jnp.real(v).dtype) for k, v in start.items()}
         carry = (start, zeros, real_zeros, _zeros_like(model))
         (u, response, mean, grads), _ = jax.lax.scan(body, carry, (betas, weights))
-        info = {"nudged_residual": jnp.max(residual_norm(model.vector_field(u, x, y, betas[-1])))}
+        info = {"nudged_residual": jnp.max(residual_norm(model.vector_field(u, x, y, betas[-1]))),
+                "nudged_evaluations": jnp.asarray(ks.shape[0])}
         if not energy:
             grads = _from_response(model, x, y, mean, response)
         return grads, info, mean
@@ -485,7 +491,7 @@ class Continual(Estimator):
         grads = _tree_scale(jax.tree_util.tree_map(lambda a, b: a - b, model, final), 1.0 / eta)
         grads = _tree_add(grads, cost_param_grad(model, free, x, y))
         residual = jnp.max(residual_norm(model.vector_field(u, x, y, beta)))
-        return grads, {"nudged_residual": residual}, free
+        return grads, {"nudged_residual": residual, "nudged_evaluations": jnp.asarray(int(opts.nudged_steps))}, free
 
 
 class ContinualEP(Continual):

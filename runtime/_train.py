@@ -226,7 +226,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     global_step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.time()
-        losses, errors, free_res, nudged_res, homeo = [], [], [], [], []
+        losses, errors, free_res, nudged_res, homeo, evaluations = [], [], [], [], [], []
         batches: Iterable = data.batches(config.batch_size, seed=config.seed, epoch=epoch)
         if progress:
             from tqdm.auto import tqdm
@@ -251,6 +251,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             errors.append(info["error"])
             free_res.append(info.get("free_residual", float("nan")))
             nudged_res.append(info.get("nudged_residual", float("nan")))
+            evaluations.append(info["field_evaluations"])
             if "homeostatic_loss" in info:
                 homeo.append(info["homeostatic_loss"])
             if progress:
@@ -261,7 +262,8 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if max_steps is not None and global_step >= max_steps and global_step < epoch * steps_per_epoch:
             break  # stopped inside the epoch: nothing of it is recorded or checkpointed
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
-                  "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res)}
+                  "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res),
+                  "field_evaluations": float(np.mean(evaluations))}
         if homeo:
             record["homeostatic_loss"] = float(np.mean(homeo))
         if val is not None:

@@ -23,7 +23,7 @@ def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "eqn.runtime.cli", "train", str(ROOT / "models" / "reciprocal_mlp.eqn"),
             "--const", "n_h=32", "--dataset", "fashion_mnist", "--estimator", "hep", "--epochs", "3",
             "--train-size", "3000", "--val-size", "200", "--batch-size", "50", "--free-steps", "40",
-            "--nudged-steps", "10", "--lr", "0.02", "--out", str(out), "--no-progress"]
+            "--nudged-steps", "10", "--lr", "0.02", "--solver", "anderson", "--out", str(out), "--no-progress"]
 
 
 def _params(path: Path) -> list[np.ndarray]:
@@ -62,8 +62,9 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b)
     records = [json.loads(l) for l in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
-    for key in ("epoch", "train_loss", "train_error", "val_error", "symmetry", "seconds"):
+    for key in ("epoch", "train_loss", "train_error", "val_error", "symmetry", "seconds", "field_evaluations"):
         assert key in records[-1]
+    assert 0 < records[-1]["field_evaluations"] <= 40 + 2 * 10
     assert 0.0 <= records[-1]["val_error"] < 0.9
 
     plotted = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "plot", str(cut)], capture_output=True,

@@ -15,10 +15,12 @@ import pytest
 from helpers import TINY, randomise_params, tiny_model
 
 import eqn
-from eqn.runtime import FixedStep, estimate
+from eqn.runtime import Anderson, FixedStep, estimate
 from eqn.runtime._estimators import nudge_response
 
 SOLVER = FixedStep(max_steps=4000, tol=1e-13)
+# The identities must hold whichever solver finds the fixed points.
+SOLVERS = {"fixed": SOLVER, "anderson": Anderson(max_steps=4000, tol=1e-13)}
 
 
 def _flat(tree) -> np.ndarray:
@@ -30,8 +32,9 @@ def _relative(a, b) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _problem(name, seed=3, scale=0.3, batch=4):
+def _problem(name, seed=3, scale=0.3, batch=4, solver=SOLVER):
     model = randomise_params(tiny_model(name), jax.random.PRNGKey(seed), scale)
+    model = model.with_solver(solver)
     (x_shape,) = model.program.inputs.values()
     (y_shape,) = model.program.targets.values()
     x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + x_shape, jnp.float64)
@@ -40,14 +43,17 @@ def _problem(name, seed=3, scale=0.3, batch=4):
 
 
 def _grad(model, x, y, estimator, **options):
-    options.setdefault("free_solver", SOLVER)
+    options.setdefault("free_solver", model.solver)
     run = eqx.filter_jit(lambda m, x, y: estimate(m, x, y, estimator, **options))
     return run(model, x, y)
 
 
-@pytest.fixture(scope="module")
-def hopfield():
+@pytest.fixture(scope="module", params=list(SOLVERS))
+def hopfield(request):
+    """The Hopfield problem with the exact gradient, and the free and nudged phases solved by each
+    solver in turn."""
     model, x, y = _problem("hopfield_mlp")
+    model = model.with_solver(SOLVERS[request.param])
     exact, info = _grad(model, x, y, "rbp")
     assert info["free_residual"] < 1e-12
     return model, x, y, exact
@@ -189,9 +195,10 @@ def test_online_estimate_approaches_hep_as_periods_grow():
     assert errors[2] < 0.03, errors
 
 
+@pytest.mark.parametrize("solver", list(SOLVERS))
 @pytest.mark.parametrize("name", ["untied_leaky", "reciprocal_mlp"])
-def test_ep_estimates_on_flows_converge_to_the_true_response_estimate(name):
-    model, x, y = _problem(name)
+def test_ep_estimates_on_flows_converge_to_the_true_response_estimate(name, solver):
+    model, x, y = _problem(name, solver=SOLVERS[solver])
     true, _ = _grad(model, x, y, "true")
     hep, _ = _grad(model, x, y, "hep", beta=0.02, n=6)
     assert _relative(hep, true) < 1e-6
