@@ -44,6 +44,7 @@ class TrainConfig:
     max_residual: float = 100.0
     eval_batch_size: int = 500
     symmetry_samples: int = 50
+    devices: int = 1
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -102,19 +103,63 @@ def load_checkpoint(path: Path, model, opt_state):
     return model, opt_state, meta
 
 
+# ----------------------------------------------------------------------------- devices
+
+
+class Placement:
+    """Data parallelism over the first `devices` devices: batches are split along their leading
+    axis, parameters and optimiser state are replicated, and XLA inserts the gradient all-reduce.
+    With several hosts (after `jax.distributed.initialize()`), each process holds its own slice
+    of every global batch."""
+
+    def __init__(self, devices: int = 1):
+        available = jax.devices()
+        if devices < 1 or devices > len(available):
+            raise ValueError(f"asked for {devices} devices but JAX sees {len(available)}: {available}")
+        self.devices = devices
+        if devices > 1:
+            mesh = jax.sharding.Mesh(np.array(available[:devices]), ("batch",))
+            self.split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+            self.whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def batch(self, array) -> jax.Array:
+        if self.devices == 1:
+            return jnp.asarray(array)
+        if array.shape[0] % self.devices:
+            return jax.device_put(np.asarray(array), self.whole)  # a remainder batch: not split
+        per_process = array.shape[0] // jax.process_count()
+        local = np.asarray(array)[jax.process_index() * per_process:(jax.process_index() + 1) * per_process]
+        return jax.make_array_from_process_local_data(self.split, local, array.shape)
+
+    def replicate(self, tree):
+        return tree if self.devices == 1 else eqx.filter_shard(tree, self.whole)
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
-def make_step(model, config: TrainConfig, optimizer):
+def make_step(model, config: TrainConfig, optimizer, placement: Placement | None = None):
+    """One jitted training step. The update is applied only when the gradient is finite and
+    every phase ended below `max_residual`: parameters are never updated with NaN, so their
+    buffers can be donated to the next step."""
     estimator = config.estimator
     options = dict(config.options)
     get_estimator(estimator)
+    placement = placement or Placement(1)
+    limit = config.max_residual
 
-    @eqx.filter_jit
+    @eqx.filter_jit(donate="all")
     def step(model, opt_state, x, y, key):
         grads, info = estimate(model, x, y, estimator, key=key, **options)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
-        return eqx.apply_updates(model, updates), opt_state, info
+        updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        new_model = eqx.apply_updates(model, updates)
+        residuals = [info[k] for k in ("free_residual", "nudged_residual") if k in info]
+        ok = info["finite"] & jnp.all(jnp.array([jnp.isfinite(r) & (r <= limit) for r in residuals] or [True]))
+        info["updated"] = ok
+        keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+            lambda a, b: jnp.where(ok, a, b) if eqx.is_array(a) else a, new, old)
+        new_model = placement.replicate(keep(new_model, model))
+        return new_model, placement.replicate(keep(new_opt_state, opt_state)), info
 
     return step
 
@@ -131,14 +176,15 @@ def make_evaluator(model, config: TrainConfig):
     return evaluate_batch
 
 
-def evaluate(model, dataset, config: TrainConfig, evaluator=None) -> dict:
+def evaluate(model, dataset, config: TrainConfig, evaluator=None, placement: Placement | None = None) -> dict:
     """Classification error (a fraction) and mean loss at the free fixed point over a dataset."""
     evaluator = evaluator or make_evaluator(model, config)
+    placement = placement or Placement(1)
     wrong = total = 0
     loss = 0.0
     residual = 0.0
     for x, y in dataset.batches(config.eval_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
-        w, l, r = evaluator(model, jnp.asarray(x), jnp.asarray(y))
+        w, l, r = evaluator(model, placement.batch(x), placement.batch(y))
         wrong += int(w)
         loss += float(l)
         total += x.shape[0]
@@ -153,8 +199,13 @@ def symmetry_at_free_point(model, x, config: TrainConfig) -> float | None:
     if size > 4096:
         return None
     solver = config.options.get("free_solver") or model.solver
-    state = eqx.filter_jit(lambda m, x: m.free(x, solver=solver))(model, x)
-    return float(jnp.mean(eqx.filter_jit(lambda m, s, x: m.symmetry(s, x))(model, state, x)))
+    return float(_mean_symmetry(model, x, solver))
+
+
+@eqx.filter_jit
+def _mean_symmetry(model, x, solver):
+    state = model.free(x, solver=solver)
+    return jnp.mean(model.symmetry(state, x))
 
 
 def _diagnose_failure(model, x, y, config: TrainConfig, info: dict, step: int) -> str:
@@ -219,7 +270,13 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if not checkpoint.exists():
             save_checkpoint(checkpoint, model, opt_state, {"epochs_done": 0, "config": _jsonable(config)})
 
-    step_fn = make_step(model, config, optimizer)
+    placement = Placement(config.devices)
+    if config.batch_size % config.devices:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by {config.devices} devices")
+    # the step donates its arguments' buffers: train on a copy, never on the caller's arrays
+    model = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, model)
+    model, opt_state = placement.replicate(model), placement.replicate(opt_state)
+    step_fn = make_step(model, config, optimizer, placement)
     evaluator = make_evaluator(model, config)
     base_key = jax.random.PRNGKey(config.seed)
     flatten = all(len(s) == 1 for s in model.program.inputs.values())
@@ -231,21 +288,20 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if progress:
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", leave=True)
-        for x, y in batches:
-            x, y = jnp.asarray(x), jnp.asarray(y)
-            if not flatten and x.ndim == 2:
+        for x_host, y_host in batches:
+            if not flatten and x_host.ndim == 2:
                 raise ValueError("the model expects image-shaped inputs")
             key = jax.random.fold_in(base_key, global_step)
-            new_model, new_opt_state, info = step_fn(model, opt_state, x, y, key)
+            # every argument is donated: the step returns the parameters to keep
+            model, opt_state, info = step_fn(model, opt_state, placement.batch(x_host), placement.batch(y_host), key)
             info = {k: float(v) for k, v in info.items()}
             residuals = [info.get("free_residual", 0.0), info.get("nudged_residual", 0.0)]
-            if not info["finite"] or not all(np.isfinite(r) and r <= config.max_residual for r in residuals):
-                message = _diagnose_failure(model, x, y, config, info, global_step)
+            if not info["updated"]:  # the step kept the previous parameters
+                message = _diagnose_failure(model, jnp.asarray(x_host), jnp.asarray(y_host), config, info, global_step)
                 if out is not None:
                     save_checkpoint(out / "last_finite.eqx", model, opt_state,
                                     {"epochs_done": epoch - 1, "step": global_step, "error": message})
                 raise DivergenceError(message)
-            model, opt_state = new_model, new_opt_state
             global_step += 1
             losses.append(info["loss"])
             errors.append(info["error"])
@@ -267,7 +323,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if homeo:
             record["homeostatic_loss"] = float(np.mean(homeo))
         if val is not None:
-            result = evaluate(model, val, config, evaluator)
+            result = evaluate(model, val, config, evaluator, placement)
             record["val_error"], record["val_loss"] = result["error"], result["loss"]
         probe = next(iter(data.batches(min(config.symmetry_samples, len(data)), seed=0, epoch=0, shuffle=False)))[0]
         record["symmetry"] = symmetry_at_free_point(model, jnp.asarray(probe), config)

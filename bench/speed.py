@@ -1,0 +1,279 @@
+"""Speed and scale of a training step, with the baselines measured in the same run.
+
+    python bench/speed.py            # writes the "speed" section of RESULTS.md and results/speed.json
+    python bench/speed.py --quick    # fewer repeats, for a smoke test
+
+Reference configuration (issue 4): the reciprocal asymmetric MLP 784-256-256-10, batch 50,
+|β| = 0.5, hEP with N = 2, 4, 6 with and without the homeostatic loss, on real Fashion-MNIST
+images, after 300 warm-up training steps (at initialisation the dynamics contract in a few steps
+and every solver looks fast). Each configuration runs twice: "fixed" (exactly 150 free and 20
+nudged steps per phase, the papers' setting) and "fast" (Anderson acceleration stopping at the
+residual the fixed run reached, floored at 1e-6). Also the Hopfield MLP, the predictive-coding net
+and the small CNN. Baselines: the machine's float32 matmul peak, a backprop step of the equivalent
+feed-forward network with optax, and `rbp` (the exact gradient) for the cosine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section  # noqa: E402
+
+import eqn  # noqa: E402
+from eqn.runtime import Anderson, FixedStep, estimate, load_dataset, rotate_pairs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 50
+
+
+def timed(fn, *args, repeats: int) -> float:
+    """Median wall time of fn(*args) in seconds (after one warm call)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(repeats: int) -> dict:
+    """Best float32 GFLOP/s of a square matmul through JAX on this machine."""
+    best = {}
+    for n in (1024, 2048, 4096):
+        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+        seconds = timed(jax.jit(lambda a, b: a @ b), a, a + 1, repeats=repeats)
+        best[n] = 2 * n**3 / seconds / 1e9
+    return {"gflops": max(best.values()), "by_size": best}
+
+
+def data(model, count=BATCH):
+    """Real Fashion-MNIST images fitted to the model's input (flattened or zero-padded)."""
+    train = load_dataset("fashion_mnist", "train")
+    (shape,) = model.program.inputs.values()
+    images = train.images[:count * 7]
+    if len(shape) == 1:
+        images = images.reshape(len(images), -1)
+    elif images.shape[-1] != shape[-1]:
+        pad = (shape[-1] - images.shape[-1]) // 2
+        images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    labels = jax.nn.one_hot(train.labels[:count * 7], 10)
+    return jnp.asarray(images), jnp.asarray(labels)
+
+
+def make_step(estimator: str, options: dict, optimizer):
+    @eqx.filter_jit
+    def step(model, opt_state, x, y, key):
+        grads, info = estimate(model, x, y, estimator, key=key, **options)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), opt_state, grads, info
+
+    return step
+
+
+def warm_up(model, xs, ys, steps: int):
+    """Train with hEP N = 2 for `steps` batches so the dynamics are those of a learning network."""
+    optimizer = optax.sgd(0.01, momentum=0.9)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    step = make_step("hep", dict(beta=0.5, n=2, nudged_solver=FixedStep(max_steps=20, tol=1e-5)), optimizer)
+    for i in range(steps):
+        j = i % (xs.shape[0] // BATCH)
+        model, opt_state, _, _ = step(model, opt_state, xs[j * BATCH:(j + 1) * BATCH], ys[j * BATCH:(j + 1) * BATCH],
+                                      jax.random.PRNGKey(i))
+    return model
+
+
+def cosine(a, b) -> float:
+    fa = jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(a)])
+    fb = jnp.concatenate([jnp.ravel(v) for v in jax.tree_util.tree_leaves(b)])
+    return float(jnp.dot(fa, fb) / (jnp.linalg.norm(fa) * jnp.linalg.norm(fb)))
+
+
+def field_flops(model, x) -> float:
+    """XLA's flop count of one evaluation of the free field on the batch."""
+    state = model.init_state(x)
+    compiled = jax.jit(lambda m, u, x: m.vector_field(u, x)).lower(model, state, x).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, list) else analysis
+    return float(analysis["flops"])
+
+
+def measure(model, x, y, estimator, options, repeats) -> dict:
+    """Compile time, median step time and what one training step did."""
+    optimizer = optax.sgd(0.01, momentum=0.9)
+    opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
+    step = make_step(estimator, options, optimizer)
+    key = jax.random.PRNGKey(1)
+    start = time.perf_counter()
+    compiled = step.lower(model, opt_state, x, y, key).compile()
+    compile_s = time.perf_counter() - start
+    seconds = timed(compiled, model, opt_state, x, y, key, repeats=repeats)
+    _, _, grads, info = compiled(model, opt_state, x, y, key)
+    return {"compile_s": compile_s, "step_ms": 1000 * seconds, "samples_per_s": x.shape[0] / seconds,
+            "free_steps": int(info.get("free_steps", 0)), "nudged_steps": int(info.get("nudged_steps", 0)),
+            "field_evaluations": int(info["field_evaluations"]),
+            "free_residual": float(info.get("free_residual", float("nan"))),
+            "nudged_residual": float(info.get("nudged_residual", float("nan"))), "grads": grads}
+
+
+def free_phase_rate(model, x, steps: int, repeats: int) -> dict:
+    """Achieved GFLOP/s of a fixed-length free phase (its flops counted by XLA, per step)."""
+    solver = FixedStep(max_steps=steps, tol=0.0)
+    run = eqx.filter_jit(lambda m, x: m.free(x, solver=solver))
+    seconds = timed(run, model, x, repeats=repeats)
+    flops = field_flops(model, x) * steps
+    return {"ms": 1000 * seconds, "gflops": flops / seconds / 1e9}
+
+
+def feedforward_backprop(x, y, repeats) -> dict:
+    """The baseline: one optax SGD step of backprop through the feed-forward 784-256-256-10 net."""
+    sizes = [784, 256, 256, 10]
+    keys = jax.random.split(jax.random.PRNGKey(0), len(sizes) - 1)
+    params = [(jax.random.normal(k, (a, b)) / np.sqrt(a), jnp.zeros(b)) for k, a, b in zip(keys, sizes, sizes[1:])]
+    optimizer = optax.sgd(0.01, momentum=0.9)
+    opt_state = optimizer.init(params)
+
+    def loss(params, x, y):
+        h = x
+        for w, b in params[:-1]:
+            h = jax.nn.sigmoid(h @ w + b)
+        w, b = params[-1]
+        return optax.softmax_cross_entropy(h @ w + b, y).mean()
+
+    @jax.jit
+    def step(params, opt_state, x, y):
+        grads = jax.grad(loss)(params, x, y)
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state
+
+    seconds = timed(step, params, opt_state, x, y, repeats=repeats)
+    return {"step_ms": 1000 * seconds, "samples_per_s": x.shape[0] / seconds}
+
+
+def peak_memory(model, x, y, estimator: str, steps: int) -> int:
+    """Bytes XLA reserves for one gradient estimate (arguments, outputs and temporaries)."""
+    solver = FixedStep(max_steps=steps, tol=0.0)
+    options = dict(beta=0.5, n=2, free_solver=solver, nudged_solver=FixedStep(max_steps=20, tol=0.0),
+                   bptt_steps=steps)
+    fn = eqx.filter_jit(lambda m, x, y: estimate(m, x, y, estimator, **options)[0])
+    stats = fn.lower(model, x, y).compile().compiled.memory_analysis()
+    return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 10
+    warm_steps = 30 if args.quick else 300
+    results: dict = {"matmul_peak": matmul_peak(repeats)}
+    peak = results["matmul_peak"]["gflops"]
+    print(f"matmul peak {peak:.0f} GFLOP/s", flush=True)
+
+    reference = rotate_pairs(eqn.compile(ROOT / "models" / "reciprocal_mlp.eqn"), 0.0)
+    xs, ys = data(reference)
+    x, y = xs[:BATCH], ys[:BATCH]
+    reference = warm_up(reference, xs, ys, warm_steps)
+    results["free_phase"] = free_phase_rate(reference, x, 150, repeats)
+    results["backprop_feedforward"] = feedforward_backprop(x, y, repeats)
+    exact = measure(reference, x, y, "rbp", dict(free_solver=FixedStep(max_steps=2000, tol=1e-6)), repeats)
+    rows = []
+    for n in (2, 4, 6):
+        for homeostasis in (0.0, 1.0):
+            fixed_options = dict(beta=0.5, n=n, homeostasis=homeostasis, homeostasis_samples=5,
+                                 free_solver=FixedStep(max_steps=150, tol=0.0),
+                                 nudged_solver=FixedStep(max_steps=20, tol=0.0))
+            fixed = measure(reference, x, y, "hep", fixed_options, repeats)
+            tol = max(fixed["free_residual"], fixed["nudged_residual"], 1e-6)
+            fast_options = dict(fixed_options, free_solver=Anderson(max_steps=150, tol=tol),
+                                nudged_solver=Anderson(max_steps=20, tol=tol))
+            fast = measure(reference, x, y, "hep", fast_options, repeats)
+            for name, r in (("fixed", fixed), ("fast", fast)):
+                r["cosine_rbp"] = cosine(r.pop("grads"), exact["grads"])
+                rows.append({"model": "reciprocal_mlp", "n": n, "homeostasis": homeostasis, "solver": name, **r})
+                print(rows[-1], flush=True)
+            rows[-1]["tol"] = tol
+
+    for name, estimator, options in [
+        ("hopfield_mlp", "hep", dict(beta=0.5, n=2)),
+        ("predictive_coding", "hep", dict(beta=0.5, n=2)),
+        ("conv_small", "hep", dict(beta=0.5, n=2)),
+    ]:
+        model = eqn.compile(ROOT / "models" / f"{name}.eqn")
+        mx, my = data(model, count=BATCH)
+        for solver_name, make in (("fixed", lambda k: FixedStep(max_steps=k, tol=0.0)),
+                                  ("fast", lambda k: Anderson(max_steps=k, tol=1e-5))):
+            opts = dict(options, free_solver=make(150), nudged_solver=make(20))
+            r = measure(model, mx[:BATCH], my[:BATCH], estimator, opts, max(2, repeats // 3))
+            r.pop("grads")
+            rows.append({"model": name, "n": 2, "homeostasis": 0.0, "solver": solver_name, **r})
+            print(rows[-1], flush=True)
+
+    compile_times = {}
+    for name in ("hopfield_mlp", "reciprocal_mlp", "untied_leaky", "output_feedback", "predictive_coding",
+                 "rnn_symmetric", "rnn_untied"):
+        model = eqn.compile(ROOT / "models" / f"{name}.eqn")
+        mx, my = data(model, count=BATCH)
+        r = measure(model, mx[:BATCH], my[:BATCH], "hep",
+                    dict(beta=0.5, n=2, nudged_solver=FixedStep(max_steps=20, tol=1e-5)), 1)
+        compile_times[name] = r["compile_s"]
+    results["compile_s"] = compile_times
+
+    memory = {}
+    for steps in (100, 400, 1600):
+        memory[steps] = {e: peak_memory(reference, x, y, e, steps) for e in ("hep", "bptt")}
+    results["memory_bytes"] = memory
+    results["rows"] = rows
+    write_section("speed", "python bench/speed.py" + (" --quick" if args.quick else ""), report(results), results)
+
+
+def report(results: dict) -> str:
+    peak = results["matmul_peak"]["gflops"]
+    free = results["free_phase"]
+    bp = results["backprop_feedforward"]
+    lines = [
+        f"Baselines measured in this run: float32 matmul peak **{peak:.0f} GFLOP/s** (best of square sizes "
+        f"{', '.join(str(k) for k in results['matmul_peak']['by_size'])}); backprop step of the feed-forward "
+        f"784-256-256-10 net with optax: **{bp['step_ms']:.2f} ms** ({bp['samples_per_s']:.0f} samples/s).",
+        "",
+        f"Free phase of the reference configuration (150 steps, batch {BATCH}): {free['ms']:.1f} ms, "
+        f"**{free['gflops']:.0f} GFLOP/s = {100 * free['gflops'] / peak:.0f} % of the matmul peak** (flops of one "
+        "field evaluation counted by XLA).",
+        "",
+        "Training steps (reciprocal MLP after warm-up; \"fixed\": 150 + 20 per nudged phase, \"fast\": Anderson with "
+        "tolerance stopping at the fixed run's final residual). Field evaluations count every phase actually run "
+        "(conjugate β pairs run once); the issue's fixed budget is 150 + N·20.",
+        "",
+        "| model | N | λ | solver | compile s | step ms | samples/s | free evals | nudged evals/phase | evals/step "
+        "| 150+N·20 ÷ evals | free res | nudged res | cos vs rbp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        budget = 150 + r["n"] * 20
+        lines.append(
+            f"| {r['model']} | {r['n']} | {r['homeostasis']:g} | {r['solver']} | {r['compile_s']:.2f} | "
+            f"{r['step_ms']:.1f} | {r['samples_per_s']:.0f} | {r['free_steps']} | {r['nudged_steps']} | "
+            f"{r['field_evaluations']} | {budget / max(r['field_evaluations'], 1):.1f}× | {r['free_residual']:.1e} | "
+            f"{r['nudged_residual']:.1e} | {r.get('cosine_rbp', float('nan')):.4f} |")
+    lines += ["", "XLA compile time of a training step (hEP N = 2), every MLP of the zoo:", "",
+              "| model | compile s |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in results["compile_s"].items()]
+    lines += ["", "Memory XLA reserves for one gradient estimate (arguments + outputs + temporaries), reciprocal MLP, "
+              "batch 50:", "", "| T (free steps) | hEP N = 2 | BPTT |", "|---|---|---|"]
+    lines += [f"| {t} | {m['hep'] / 2**20:.1f} MiB | {m['bptt'] / 2**20:.1f} MiB |" for t, m in results["memory_bytes"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
