@@ -84,6 +84,9 @@ def cmd_train(args) -> int:
     from . import _data
     from ._train import DivergenceError, TrainConfig, train
 
+    if args.distributed:
+        import jax
+        jax.distributed.initialize()
     model = _compile(args)
     if model is None:
         return 1
@@ -111,7 +114,7 @@ def cmd_train(args) -> int:
                          weight_decay=args.weight_decay, schedule=args.schedule,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, max_residual=args.max_residual,
-                         options=options)
+                         devices=args.devices, options=options)
     out = Path(args.out or f"runs/{model.program.name}_{args.dataset}_{args.estimator}")
     print(f"eqn: training {model.program.name} ({model.program.param_count():,} parameters) on "
           f"{train_set.describe()} with {args.estimator}; writing {out}", flush=True)
@@ -224,6 +227,9 @@ def register(sub) -> None:
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")
+    train.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (data parallel)")
+    train.add_argument("--distributed", action="store_true",
+                       help="multi-host run: call jax.distributed.initialize() first (coordinator from the environment)")
     train.add_argument("--out", default=None, help="run directory (metrics.jsonl, checkpoint.eqx)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     train.add_argument("--no-progress", action="store_true")
