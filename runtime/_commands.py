@@ -86,7 +86,8 @@ def cmd_train(args) -> int:
 
     if args.distributed:
         import jax
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
+                                   process_id=args.process_id)
     model = _compile(args)
     if model is None:
         return 1
@@ -110,6 +111,8 @@ def cmd_train(args) -> int:
     options["nudged_solver"] = make_solver(args.nudged_solver or args.solver, args.nudged_steps, args)
     if args.path:
         options["path"] = args.path
+    if args.free_dtype:
+        options["free_dtype"] = args.free_dtype
     config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, schedule=args.schedule,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
@@ -227,9 +230,14 @@ def register(sub) -> None:
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")
+    train.add_argument("--free-dtype", choices=["bfloat16", "float16"],
+                       help="run the free phase in this precision (the rest stays in --dtype)")
     train.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (data parallel)")
     train.add_argument("--distributed", action="store_true",
-                       help="multi-host run: call jax.distributed.initialize() first (coordinator from the environment)")
+                       help="multi-host run: call jax.distributed.initialize() first")
+    train.add_argument("--coordinator", help="HOST:PORT of process 0 (default: detected from SLURM/MPI/TPU)")
+    train.add_argument("--num-processes", type=int, help="number of processes (default: detected)")
+    train.add_argument("--process-id", type=int, help="this process's id (default: detected)")
     train.add_argument("--out", default=None, help="run directory (metrics.jsonl, checkpoint.eqx)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     train.add_argument("--no-progress", action="store_true")

@@ -44,6 +44,8 @@ class Options:
       debugging variant of continual-ep App. F.2. nudged_steps: their phase length.
     periods, steps_per_point: the online estimator's oscillation (n points per period).
     bptt_steps: length of the unrolled free phase for bptt.
+    free_dtype: run the free phase in this lower precision (e.g. "bfloat16", as the papers' CNN
+      runs do on accelerators); the nudged phases and the gradient stay in the model's precision.
     """
 
     beta: float = 0.5
@@ -60,6 +62,7 @@ class Options:
     periods: int = 5
     steps_per_point: int = 60
     bptt_steps: int | None = None
+    free_dtype: str | None = None
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -125,6 +128,18 @@ def _real_state(state: dict) -> dict:
     return {k: jnp.real(v) for k, v in state.items()}
 
 
+def _free_phase(model, x, solver, key, dtype: str | None):
+    """The free fixed point, found in `dtype` when given and returned in the model's precision."""
+    if dtype is None:
+        return model.free(x, solver=solver, return_info=True, key=key)
+    low = jnp.dtype(dtype)
+    cast = lambda tree: jax.tree_util.tree_map(  # noqa: E731
+        lambda a: a.astype(low) if eqx.is_inexact_array(a) else a, tree)
+    state, stats = cast(model).free(cast(x), solver=solver, return_info=True, key=key)
+    full = jnp.result_type(*jax.tree_util.tree_leaves(model.params))
+    return {k: v.astype(full) for k, v in state.items()}, stats
+
+
 # ----------------------------------------------------------------------------- the interface
 
 
@@ -144,7 +159,7 @@ class Estimator(abc.ABC):
         free_solver = opts.free_solver or model.solver
         info: dict[str, jax.Array] = {}
         if self.needs_free_phase:
-            free, stats = model.free(x, solver=free_solver, return_info=True, key=key_free)
+            free, stats = _free_phase(model, x, free_solver, key_free, opts.free_dtype)
             free = jax.lax.stop_gradient(free)
             info["free_residual"], info["free_steps"] = stats.residual, stats.steps
         else:
@@ -360,7 +375,7 @@ class RecurrentBackprop(Estimator):
     (∂F/∂θ)ᵀλ (homeostasis Eq. 4). The exact gradient of the loss at u*₀; lineax solves."""
 
     name = "rbp"
-    dense_limit = 256
+    dense_limit = 1024
 
     def _estimate(self, model, x, y, free, key, opts):
         lam = self.adjoint(model, x, y, free, opts.free_solver)
@@ -371,8 +386,10 @@ class RecurrentBackprop(Estimator):
     def adjoint(self, model, x, y, free, solver: FixedPointSolver | None = None) -> dict:
         """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β).
 
-        Small states: a dense LU solve per sample. Large states: matrix-free GMRES on Jᵀ (lineax),
-        one VJP per iteration, which needs no stability of the dynamics.
+        Up to `dense_limit` states: a dense LU solve per sample. Larger states: matrix-free GMRES on
+        Jᵀ (lineax), one VJP per iteration, which needs no stability of the dynamics. In float32,
+        GMRES often stalls above its tolerance on the Jacobians of trained maps: the dense solve is
+        preferred wherever the Jacobian fits in memory.
         """
         g = cost_state_grad(model, free, x, y)
         flat_field, ravel, unravel, inputs = model._flat_field(x)

@@ -228,3 +228,15 @@ def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
     matrix_free = iterative.adjoint(model, x, y, free, SOLVER)
     for k in dense:
         np.testing.assert_allclose(matrix_free[k], dense[k], rtol=1e-9, atol=1e-12)
+
+
+def test_free_phase_in_bfloat16_gives_nearly_the_same_gradient():
+    """The low-precision free phase (a speed option for accelerators) perturbs the free fixed
+    point by bfloat16 rounding (~1e-2) and the gradient by as little."""
+    model, x, y = _problem("reciprocal_mlp", solver=FixedStep(max_steps=200, tol=1e-12))
+    full, _ = _grad(model, x, y, "hep", beta=0.1, n=2)
+    low, info = _grad(model, x, y, "hep", beta=0.1, n=2, free_dtype="bfloat16")
+    a, b = _flat(full), _flat(low)
+    assert np.all(np.isfinite(b)) and low.W_in.dtype == jnp.float64
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+    assert _relative(low, full) > 1e-6  # the option did act
