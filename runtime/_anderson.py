@@ -41,8 +41,11 @@ class Anderson(FixedPointSolver):
     the last `memory` differences, then u_{k+1} = u_k + mixing·f_k − (ΔU + mixing·ΔF)γ. Columns
     are normalised and `regularization` (Tikhonov, relative) keeps the small normal equations
     well posed when the history is nearly collinear. A sample whose residual is below tol stops
-    moving, so each sample's result does not depend on the rest of the batch; a sample whose
-    extrapolation is not finite takes a plain step instead.
+    moving, so each sample's result does not depend on the rest of the batch. Safeguards: the
+    first `warmup` steps are plain (far from the fixed point, as at the start of a free phase,
+    extrapolation misleads); a sample whose extrapolation is not finite takes a plain step instead;
+    a sample whose residual grows past `restart` times its best since the warm-up forgets its
+    history and starts again.
     """
 
     max_steps: int = eqx.field(static=True, default=200)
@@ -50,6 +53,8 @@ class Anderson(FixedPointSolver):
     memory: int = eqx.field(static=True, default=5)
     mixing: float = eqx.field(static=True, default=1.0)
     regularization: float = eqx.field(static=True, default=1e-8)
+    restart: float = eqx.field(static=True, default=4.0)
+    warmup: int = eqx.field(static=True, default=5)
 
     def solve(self, field, u0, dt, key=None):
         flat0, unflatten = _flatten(u0)
@@ -68,20 +73,25 @@ class Anderson(FixedPointSolver):
             return (step < self.max_steps) & (jnp.max(residual) > self.tol)
 
         def body(carry):
-            step, u, u_prev, f_prev, du_hist, df_hist, residual = carry
+            step, u, u_prev, f_prev, du_hist, df_hist, age, best, residual = carry
             f, residual = residual_of(u)
             slot = (step - 1) % m
             write = step > 0
             du_hist = jnp.where(write, du_hist.at[:, slot].set(u - u_prev), du_hist)
             df_hist = jnp.where(write, df_hist.at[:, slot].set(f - f_prev), df_hist)
-            filled = jnp.minimum(step, m)
-            valid = (jnp.arange(m) < filled).astype(real_dtype)
+            age = jnp.where(write, jnp.minimum(age + 1, m), age)
+            # the extrapolation made things much worse: forget the history, take a plain step
+            restart = (residual > self.restart * best) | (step < self.warmup)
+            age = jnp.where(restart, 0, age)
+            best = jnp.where(step < self.warmup, jnp.inf, jnp.minimum(best, residual))
+            recency = (step - 1 - jnp.arange(m)) % m  # 0 for the newest slot
+            valid = (recency[None, :] < age[:, None]).astype(real_dtype)
             norms = jnp.sqrt(jnp.sum(jnp.abs(df_hist) ** 2, axis=2))  # [batch, m]
             scale = valid / jnp.maximum(norms, tiny)
             columns = df_hist * scale[..., None]
             gram = jnp.einsum("bin,bjn->bij", jnp.conj(columns), columns)
             eye = jnp.eye(m, dtype=real_dtype)
-            gram = gram + eye * (1 - valid)[None] + self.regularization * eye * valid[None]
+            gram = gram + eye * (1 - valid)[:, None, :] + self.regularization * eye * valid[:, None, :]
             rhs = jnp.einsum("bin,bn->bi", jnp.conj(columns), f)
             gamma = jnp.linalg.solve(gram, rhs[..., None])[..., 0] * scale
             plain = u + self.mixing * f
@@ -89,11 +99,12 @@ class Anderson(FixedPointSolver):
             # where the extrapolation breaks down (no fixed point nearby), fall back to a plain step
             proposal = jnp.where(jnp.all(jnp.isfinite(proposal), axis=1, keepdims=True), proposal, plain)
             done = (residual <= self.tol)[:, None]
-            return step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, residual
+            return step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, age, best, residual
 
         history = jnp.zeros((batch, m, n), dtype)
+        infinite = jnp.full((batch,), jnp.inf, real_dtype)
         init = (jnp.asarray(0), flat0, flat0, jnp.zeros_like(flat0), history, history,
-                jnp.full((batch,), jnp.inf, real_dtype))
+                jnp.zeros((batch,), jnp.int32), infinite, infinite)
         steps, u, *_ = jax.lax.while_loop(cond, body, init)
         _, residual = residual_of(u)
         return unflatten(u), SolveStats(steps, jnp.max(residual))
