@@ -350,7 +350,7 @@ class TrueResponse(Estimator):
         def fixed_point(beta):
             # A fixed step count: a loop that stops on the residual would stop at once at β = 0
             # and carry no tangent.
-            return unrolled(lambda u: model.vector_field(u, x, y, beta), free, model.dt, steps)
+            return unrolled(model.phase_field(x, y, beta), free, model.dt, steps)
 
         if self._path(model, opts) == "energy":
             def param_grad(beta):
@@ -365,7 +365,7 @@ class TrueResponse(Estimator):
         solver = opts.nudged_solver or opts.free_solver or model.solver
         steps = getattr(solver, "max_steps", opts.nudged_steps)
         _, tangent = jax.jvp(
-            lambda beta: unrolled(lambda u: model.vector_field(u, x, y, beta), free, model.dt, steps),
+            lambda beta: unrolled(model.phase_field(x, y, beta), free, model.dt, steps),
             (jnp.asarray(0.0, jnp.result_type(float)),), (jnp.asarray(1.0, jnp.result_type(float)),))
         return tangent
 
@@ -426,7 +426,7 @@ class BackpropThroughTime(Estimator):
         batch = _batch(x)
 
         def final_state(m):
-            return unrolled(lambda u: m.vector_field(u, x, None, 0.0), m.init_state(x), m.dt, steps)
+            return unrolled(m.phase_field(x), m.init_state(x), m.dt, steps)
 
         def loss(m):
             return jnp.sum(m.cost(final_state(m), y, x)) / batch
