@@ -124,10 +124,6 @@ def classification_error(model, state, x, y) -> jax.Array:
     return jnp.mean(jnp.argmax(prediction, axis=-1) != jnp.argmax(y, axis=-1))
 
 
-def _real_state(state: dict) -> dict:
-    return {k: jnp.real(v) for k, v in state.items()}
-
-
 def _free_phase(model, x, solver, key, dtype: str | None):
     """The free fixed point, found in `dtype` when given and returned in the model's precision."""
     if dtype is None:
