@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._solvers import FixedPointSolver, SolveStats
+from ._solvers import FixedPointSolver, SolveStats, residual_norm
 
 
 def _flatten(tree: dict) -> tuple[jax.Array, callable]:
@@ -65,8 +65,8 @@ class Anderson(FixedPointSolver):
         tiny = jnp.finfo(real_dtype).tiny
 
         def residual_of(flat):
-            f, _ = _flatten(field(unflatten(flat)))
-            return dt * f, jnp.sqrt(jnp.sum(jnp.abs(f) ** 2, axis=1)).astype(real_dtype)
+            value = field(unflatten(flat))
+            return dt * _flatten(value)[0], residual_norm(value).astype(real_dtype)
 
         def cond(carry):
             step, *_, residual = carry
