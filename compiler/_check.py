@@ -20,7 +20,7 @@ from . import _functions, _ir
 from ._derive import BETA, derive_rules, energy_flow, gradient, nudge_terms, vjp
 from ._ir import OPS, Node, Op, ShapeMismatch, Var, fmt_shape
 from ._library import ELEMENTWISE_FUNCTIONS, derivative_call
-from ._program import NonHolomorphic, ParamSpec, Program
+from ._program import Coordinate, NonHolomorphic, ParamSpec, Program
 
 INITIALIZERS = {
     "glorot": (0, 1), "glorot_normal": (0, 1), "he": (0, 1), "lecun": (0, 1), "orthogonal": (0, 1),
@@ -73,7 +73,8 @@ class _Checker:
         self.const_decls: dict[str, ast.ConstDecl] = {}
         self.var_decls: dict[str, ast.VarDecl] = {}
         self.fn_decls: dict[str, ast.FnDecl] = {}
-        self.let_decls: dict[str, ast.LetDecl] = {}
+        self.let_decls: dict[str, ast.LetDecl | ast.CoordinateDecl] = {}
+        self.coordinate_decls: dict[str, ast.CoordinateDecl] = {}
         self.tie_decls: dict[str, ast.TieDecl] = {}
         self.pair_decls: list[ast.PairDecl] = []
         self.energies: list[ast.EnergyDecl] = []
@@ -105,6 +106,10 @@ class _Checker:
             elif isinstance(s, ast.LetDecl):
                 if self._declare(s.name, "let", s.name_span):
                     self.let_decls[s.name] = s
+            elif isinstance(s, ast.CoordinateDecl):
+                if self._declare(s.name, "coordinate", s.name_span):
+                    self.let_decls[s.name] = s
+                    self.coordinate_decls[s.name] = s
             elif isinstance(s, ast.TieDecl):
                 if s.name in self.tie_decls:
                     self.error(EqnNameError, f"'{s.name}' is tied twice (first at line {self.tie_decls[s.name].span.line})", s.name_span)
@@ -733,6 +738,7 @@ class _Checker:
                     how = f"d {s}/dt = …" if form == "flow" else f"{s} <- …"
                     self.error(EqnFormError, f"state '{s}' has no dynamics; add '{how}'", self.var_decls[s].span)
         explicit_beta = bool(dynamics_scope.uses_beta)
+        coordinates = self.check_coordinates(form)
         cost = self.check_cost(explicit_beta)
         prediction = self.check_prediction()
         self.check_unused()
@@ -746,7 +752,7 @@ class _Checker:
         non_holomorphic = self.classify_holomorphy()
         if self.errors:
             return None
-        program = self.derive(form, energy, written, cost, explicit_beta, non_holomorphic)
+        program = self.derive(form, energy, written, cost, explicit_beta, non_holomorphic, coordinates)
         program.prediction = prediction
         return program
 
@@ -774,6 +780,43 @@ class _Checker:
                 self.error(EqnFormError, "the model declares no state", kinds[0][2].span)
             return None
         return first_kind
+
+    def check_coordinates(self, form: str | None) -> dict[str, Node]:
+        """state → its coordinate φ(u) (a `named` node), for the `coordinates` the model declares.
+        A coordinate must be an elementwise function of its one state, so that φ'(u) is a
+        diagonal and EP's field φ'(u)⊙F(u) has the fixed points of F."""
+        found: dict[str, Node] = {}
+        owner: dict[str, str] = {}
+        for name, decl in self.coordinate_decls.items():
+            self.used.add(name)
+            node = self.let(name)
+            if node is None:
+                continue
+            if form == "energy":
+                self.error(EqnFormError, "coordinates apply to flows and maps; an energy's gradient flow is already "
+                           "what EP differentiates", decl.span)
+                continue
+            leaves = _ir.free_vars(node.args[0])
+            states = [s for s in self.states if s in leaves]
+            others = [f"{v.kind} '{v.name}'" for v in leaves.values() if v.kind != "state"]
+            if len(states) != 1 or others:
+                read = ", ".join([f"state '{s}'" for s in states] + others) or "nothing"
+                self.error(EqnFormError, f"coordinate '{name}' must be a function of exactly one state and constants; "
+                           f"it reads {read}", decl.value.span)
+                continue
+            state = states[0]
+            elementwise = all(not isinstance(n, Op) or n.op in ("call", "broadcast", "named") or OPS[n.op].elementwise
+                              for n in _ir.walk(node.args[0]))
+            if node.shape != self.states[state] or not elementwise:
+                self.error(EqnFormError, f"coordinate '{name}' must be an elementwise function of '{state}' "
+                           f"(like sigma({state})), with the shape of '{state}'", decl.value.span)
+                continue
+            if state in owner:
+                self.error(EqnFormError, f"state '{state}' already has the coordinate '{owner[state]}'", decl.name_span)
+                continue
+            owner[state] = name
+            found[state] = node
+        return found
 
     def check_cost(self, explicit_beta: bool) -> Node | None:
         for extra in self.costs[1:]:
@@ -861,16 +904,18 @@ class _Checker:
         return result
 
     # ------------------------------------------------------------------ derivations
-    def derive(self, form, energy, written, cost, explicit_beta, non_holomorphic) -> Program:
+    def derive(self, form, energy, written, cost, explicit_beta, non_holomorphic, coordinates) -> Program:
         states = self.states
         update = None
+        slopes = {s: coordinate_slope(node, s, states[s]) for s, node in coordinates.items()}
         if form == "energy":
             total = energy if explicit_beta else _ir.add(energy, _ir.mul(BETA, cost))
             free_energy = _ir.substitute(energy, {"beta": _ir.zeros(())}) if explicit_beta else energy
             dynamics = energy_flow(free_energy, states)
             field = energy_flow(total, states)
         else:
-            nudges = {} if explicit_beta else nudge_terms(cost, states)
+            nudges = {} if explicit_beta else nudge_terms(cost, states, coordinates, slopes)
+            self._nudges = nudges
             nudged = {s: _ir.add(written[s], nudges[s]) if s in nudges else written[s] for s in states}
             dynamics = {s: _ir.substitute(written[s], {"beta": _ir.zeros(())}) for s in states}
             if form == "flow":
@@ -878,10 +923,12 @@ class _Checker:
             else:
                 update = nudged
                 field = {s: _ir.sub(nudged[s], self.leaves[s]) for s in states}
+        ep_field = {s: _ir.mul(slopes[s], f) if s in slopes else f for s, f in field.items()}
         free_params = {p: spec.shape for p, spec in self.params.items() if p not in self.tie_decls}
         free_energy = _ir.substitute(energy, {"beta": _ir.zeros(())}) if energy is not None else None
+        coordinate_names = {s: node.attr("name") for s, node in coordinates.items()}
         rules = derive_rules(form, free_params, free_energy, written if form != "energy" else {}, states,
-                             cost, dynamics)
+                             cost, dynamics, coordinate_names)
         name = self.model_decl.name if self.model_decl else _stem(self.module.filename)
         return Program(
             name=name, filename=self.module.filename, source=self.module.source, form=form,
@@ -891,8 +938,16 @@ class _Checker:
             pairs=[(p.forward, p.backward) for p in self.pair_decls],
             lets=dict(self._let_values), energy=energy, cost=cost, dynamics=dynamics, field=field, update=update,
             explicit_beta=explicit_beta, non_holomorphic=non_holomorphic, rules=rules,
-            warnings=self.warnings,
+            warnings=self.warnings, coordinates={s: Coordinate(coordinate_names[s], coordinates[s], slopes[s])
+                                                 for s in coordinates},
+            ep_field=ep_field, nudges=getattr(self, "_nudges", {}),
         )
+
+
+def coordinate_slope(coordinate: Node, state: str, shape) -> Node:
+    """φ'(u) of an elementwise coordinate s = φ(u), derived symbolically."""
+    ones = _ir.broadcast(_ir.const(1.0), shape)
+    return vjp(coordinate.args[0], {state}, ones).get(state, _ir.zeros(shape))
 
 
 def elementwise_derivative(name: str, arg: Node, primes: int, span) -> Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _library  # noqa: F401  (registers the operations' derivative rules)
-from ._ir import OPS, Const, Node, Op, Var, add, const, mul, neg, substitute, walk, zeros
+from ._ir import OPS, Const, Node, Op, Var, add, const, div, mul, neg, substitute, walk, zeros
 
 
 def vjp(root: Node, wrt: set[str], cotangent: Node) -> dict[str, Node]:
@@ -66,10 +66,24 @@ def energy_flow(energy: Node, states: dict[str, tuple]) -> dict[str, Node]:
     return {s: neg(grads.get(s, zeros(shape))) for s, shape in states.items()}
 
 
-def nudge_terms(cost: Node, states: dict[str, tuple]) -> dict[str, Node]:
-    """−β ∂C/∂u: the teaching signal a cost adds to each state's dynamics."""
-    grads = vjp(cost, set(states), const(1.0))
-    return {s: neg(mul(BETA, g)) for s, g in grads.items()}
+def nudge_terms(cost: Node, states: dict[str, tuple], coordinates: dict[str, Node] | None = None,
+                slopes: dict[str, Node] | None = None) -> dict[str, Node]:
+    """−β ∂C/∂u: the teaching signal a cost adds to each state's dynamics. For a state with
+    coordinates s = φ(u) it is −β ∂C/∂s, so that φ'(u)⊙F_β, the field EP differentiates, moves
+    by −β ∂C/∂u (homeostasis Definition 1; App. E.2 nudges the output by −β ∂C/∂σ(u_L))."""
+    coordinates, slopes = coordinates or {}, slopes or {}
+    names = {s: node.attr("name") for s, node in coordinates.items()}
+    grads = vjp(cost, set(states) | set(names.values()), const(1.0))
+    terms = {}
+    for s in states:
+        g = grads.get(s)
+        if s in names:
+            through = grads.get(names[s])
+            direct = None if g is None else div(g, slopes[s])  # a cost that reads u besides φ(u)
+            g = through if direct is None else direct if through is None else add(through, direct)
+        if g is not None:
+            terms[s] = neg(mul(BETA, g))
+    return terms
 
 
 # ----------------------------------------------------------------------------- learning rules
@@ -127,9 +141,13 @@ def _is_zero(node: Node) -> bool:
 
 
 def derive_rules(form: str, params: dict[str, tuple], energy: Node | None, dynamics: dict[str, Node],
-                 states: dict[str, tuple], cost: Node, views: dict[str, Node]) -> dict[str, Rule]:
+                 states: dict[str, tuple], cost: Node, views: dict[str, Node],
+                 coordinates: dict[str, str] | None = None) -> dict[str, Rule]:
     """Rules of every free parameter. `views[s]` is the free dynamics of state s, used to tell
-    which quantities are computed at neuron s."""
+    which quantities are computed at neuron s. `coordinates[s]` names the coordinate φ(u_s) of a
+    state that has one: its rule reads dβ(φ(u_s)) = φ'(u_s)·dβu_s, since EP differentiates
+    φ'(u)⊙F."""
+    coordinates = coordinates or {}
     free = set(params)
     if form == "energy":
         grads = vjp(energy, free, const(1.0))
@@ -138,20 +156,21 @@ def derive_rules(form: str, params: dict[str, tuple], energy: Node | None, dynam
         expressions = {p: zeros(shape) for p, shape in params.items()}
         for state, field in dynamics.items():
             free_field = substitute(field, {"beta": zeros(())})
-            cotangent = Var(states[state], name=state, kind="cotangent")
+            cotangent = Var(states[state], name=coordinates.get(state, state), kind="cotangent")
             for p, g in vjp(free_field, free, cotangent).items():
                 expressions[p] = add(expressions[p], g)
     cost_grads = {p: neg(g) for p, g in vjp(cost, free, const(1.0)).items()}
-    index = _NeuronIndex(views)
+    index = _NeuronIndex(views, {name: state for state, name in coordinates.items()})
     return {p: _locality(p, len(params[p]), form, e, cost_grads.get(p), index) for p, e in expressions.items()}
 
 
 class _NeuronIndex:
     """Maps each sub-expression of a state's own dynamics to that state."""
 
-    def __init__(self, views: dict[str, Node]):
+    def __init__(self, views: dict[str, Node], aliases: dict[str, str]):
         from ._print import render
         self.render = render
+        self.aliases = aliases  # a coordinate's name → its state
         owners: dict[str, set[str]] = {}
         for state, root in views.items():
             for node in walk(root):
@@ -176,7 +195,7 @@ class _NeuronIndex:
         def visit(node: Node):
             if isinstance(node, Var):
                 if node.kind in ("state", "input", "target", "cotangent"):
-                    add_to(neurons, node.name)
+                    add_to(neurons, self.aliases.get(node.name, node.name))
                 elif node.kind == "param" and node.name != param:
                     add_to(others, node.name)
                 return

@@ -290,14 +290,14 @@ class EqnModel(eqx.Module):
 
         return run
 
-    def phase_field(self, x, y=None, beta=0.0):
-        """u ↦ F(u; β) for one phase (fixed input, target and β). The parts of the field that do
-        not read the state, such as the input drive W·x, are computed here once, not at every
-        step of the dynamics."""
+    def phase_field(self, x, y=None, beta=0.0, *, ep: bool = False):
+        """u ↦ F(u; β) for one phase (fixed input, target and β); with `ep`, the field EP
+        differentiates (`ep_field`). The parts of the field that do not read the state, such as
+        the input drive W·x, are computed here once, not at every step of the dynamics."""
         inputs = self._inputs(x)
         targets = self._targets(y, _batch_size(inputs))
         beta = jnp.asarray(beta)
-        roots = self.program.field
+        roots = self.program.ep_field if ep else self.program.field
         params = self._param_env()
         hoisted = state_independent(roots)
 
@@ -326,6 +326,12 @@ class EqnModel(eqx.Module):
         return self.phase_field(x, y, beta)(state)
 
     field = vector_field
+
+    def ep_field(self, state: State, x, y=None, beta=0.0) -> State:
+        """The field EP differentiates: φ'(u)⊙F(u; β) for states with declared coordinates
+        s = φ(u), F itself otherwise. Its zeros are F's; its Jacobian is what `jacobian`,
+        `symmetry` and `homeostatic_loss` measure, and (∂/∂θ)ᵀ of it gives the learning rules."""
+        return self.phase_field(x, y, beta, ep=True)(state)
 
     def step(self, state: State, x, y=None, beta=0.0) -> State:
         """One step of the dynamics: u + dt·F(u) (flows, energies) or G(u) (maps)."""
@@ -389,7 +395,7 @@ class EqnModel(eqx.Module):
     def _flat_field(self, x):
         """Per-sample F(u) on a flat state vector (β = 0), with the unravel function."""
         inputs = self._inputs(x)
-        run = self._per_sample(self.program.field)
+        run = self._per_sample(self.program.ep_field)
         shapes = self.program.states
         sizes = [math.prod(s) for s in shapes.values()]
 
@@ -411,8 +417,8 @@ class EqnModel(eqx.Module):
         return flat_field, ravel, unravel, inputs
 
     def jacobian(self, state: State, x) -> Array:
-        """Dense Jacobian ∂F/∂u of the free field per sample: [batch, n, n], states flattened in
-        declaration order."""
+        """Dense Jacobian of the free `ep_field` per sample (∂F/∂u when the model declares no
+        coordinates): [batch, n, n], states flattened in declaration order."""
         flat_field, ravel, _, inputs = self._flat_field(x)
         flat = jax.vmap(ravel)(state)
         return jax.vmap(jax.jacfwd(flat_field))(flat, inputs)
@@ -464,12 +470,24 @@ class EqnModel(eqx.Module):
         values = jax.vmap(lambda eps: jax.vmap(one)(flat, eps, inputs))(noise)
         return jnp.mean(values, axis=0)
 
+    def coordinate_slopes(self, state: State) -> State:
+        """φ'(u) of every state's coordinate s = φ(u) (1 where none is declared): it carries a
+        response dβu, or an adjoint of `ep_field`, into the coordinates EP reads, dβs = φ'(u)·dβu."""
+        coordinates = self.program.coordinates
+        run = self._per_sample({s: c.slope for s, c in coordinates.items()})
+        batch = _batch_size(state)
+        inputs = {n: jnp.zeros((batch,) + s) for n, s in self.program.inputs.items()}
+        targets = {n: jnp.zeros((batch,) + s) for n, s in self.program.targets.items()}
+        values = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})
+        return {s: values[s] if s in coordinates else jnp.ones_like(v) for s, v in state.items()}
+
     # -- learning rules --------------------------------------------------------------------
     def rule(self, param: str, state: State, x, y=None, response: State | None = None,
              part: str = "dynamics") -> Array:
         """The derived learning rule of `param` evaluated per sample: −∂E/∂θ at `state` (energy
-        form) or (∂F/∂θ)ᵀ·dβu with dβu = `response` (flow and map forms); with part="cost", the
-        term −∂C/∂θ of a parameter the cost reads."""
+        form) or (∂F/∂θ)ᵀ·dβu with dβu = `response` (flow and map forms; a state with coordinates
+        s = φ(u) enters as dβs = φ'(u)·dβu); with part="cost", the term −∂C/∂θ of a parameter the
+        cost reads."""
         rule = self.program.rules[param]
         expression = rule.expression if part == "dynamics" else rule.cost_expression
         if expression is None:
@@ -477,6 +495,10 @@ class EqnModel(eqx.Module):
         inputs = self._inputs(x)
         targets = self._targets(y, _batch_size(inputs))
         extra = {"d:" + s: v for s, v in (response or {}).items()}
+        if response is not None and self.program.coordinates:
+            slopes = self.coordinate_slopes(state)
+            for s, c in self.program.coordinates.items():
+                extra["d:" + c.name] = slopes[s] * response[s]
         run = self._per_sample({param: expression})
         return jax.vmap(run, in_axes=(0, 0, 0, None, 0))(state, inputs, targets, jnp.asarray(0.0), extra)[param]
 

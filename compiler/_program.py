@@ -28,6 +28,15 @@ class NonHolomorphic:
     span: Span
 
 
+@dataclass(frozen=True)
+class Coordinate:
+    """EP reads a state u through s = φ(u) (`coordinates s = φ(u)`): `value` is φ(u), `slope` φ'(u)."""
+
+    name: str
+    value: Node
+    slope: Node
+
+
 @dataclass(eq=False)
 class Program:
     """A model after checking and derivation. Plain data: no JAX arrays, no parser objects.
@@ -36,6 +45,11 @@ class Program:
     parameters and `beta` (for the map form it is G_β(u) − u, whose zeros are the map's fixed
     points); `update[s]` is G_β(u) for maps. `dynamics[s]` is the free dynamics as written or, for
     an energy, derived (−∂E/∂u).
+
+    `ep_field[s]` is the field EP differentiates: φ'(u_s)⊙field[s] for a state with declared
+    coordinates s = φ(u), field[s] otherwise. It has the same zeros, its β-derivative is −∂C/∂u
+    (homeostasis Definition 1), and for reciprocal weights its Jacobian is symmetric where that of
+    a map u ← W·φ(u) + b is not.
     """
 
     name: str
@@ -61,6 +75,9 @@ class Program:
     rules: dict[str, Rule]
     warnings: list[EqnError] = field(default_factory=list)
     prediction: Node | None = None  # what the class prediction is the argmax of (default: the output)
+    coordinates: dict[str, Coordinate] = field(default_factory=dict)  # by state
+    ep_field: dict[str, Node] = field(default_factory=dict)
+    nudges: dict[str, Node] = field(default_factory=dict)  # the teaching terms the compiler added (flows, maps)
 
     @property
     def holomorphic(self) -> bool:

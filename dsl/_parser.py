@@ -24,8 +24,8 @@ _READABLE = {
     "$END": "end of file",
 }
 
-_STATEMENTS = ("model", "const", "input", "target", "state", "param", "pair", "tie", "fn", "let", "energy",
-               "cost", "predict")
+_STATEMENTS = ("model", "const", "input", "target", "state", "param", "pair", "tie", "fn", "let",
+               "coordinates", "energy", "cost", "predict")
 _KEYWORDS = _STATEMENTS + ("output", "holomorphic")
 _EXPRESSION_START = {"LPAR", "PLUS", "MINUS", "NAME", "NUMBER", "PRIMED", "BETA"}
 
@@ -113,6 +113,12 @@ class _ToAst(Transformer):
 
     def let_decl(self, meta, c):
         return ast.LetDecl(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
+
+    def coordinates_decl(self, meta, items):
+        return list(items)
+
+    def coordinate_item(self, meta, c):
+        return ast.CoordinateDecl(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
 
     def energy_decl(self, meta, c):
         return ast.EnergyDecl(_span(meta), str(c[0]), c[1])

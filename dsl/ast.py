@@ -157,6 +157,16 @@ class LetDecl(Statement):
 
 
 @dataclass(frozen=True)
+class CoordinateDecl(Statement):
+    """`coordinates s1 = sigma(u1)`: EP reads state u1 through s1 = φ(u1), an elementwise function of
+    that state alone. The name is usable like a `let`."""
+
+    name: str
+    name_span: Span = field(compare=False)
+    value: Expr
+
+
+@dataclass(frozen=True)
 class EnergyDecl(Statement):
     name: str
     value: Expr

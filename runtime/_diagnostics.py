@@ -40,7 +40,10 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
     response = nudge_response(model, x, y, free, "hep", beta=beta, n=n, free_solver=solver)
     delta = RecurrentBackprop().adjoint(model, x, y, free) if size <= 4096 else None
     if delta is not None:
-        report["cosine_response_delta"] = {s: _cosine(response[s], delta[s]) for s in model.program.states}
+        # In the coordinates EP reads (dβs = φ'(u)·dβu), as homeostasis Fig. 4d compares them.
+        slopes = model.coordinate_slopes(free)
+        report["cosine_response_delta"] = {s: _cosine(slopes[s] * response[s], slopes[s] * delta[s])
+                                           for s in model.program.states}
     exact, _ = estimate(model, x, y, "rbp" if size <= 4096 else "bptt", free_solver=solver)
     ep, _ = estimate(model, x, y, "hep", beta=beta, n=n, free_solver=solver)
     report["cosine_ep_exact"] = _cosine(_flat(ep), _flat(exact))

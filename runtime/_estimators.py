@@ -101,9 +101,9 @@ def energy_param_grad(model, state, x, y, beta, weight) -> Tree:
 
 
 def field_param_vjp(model, state, x, cotangent) -> Tree:
-    """(∂F/∂θ)ᵀ·v at β = 0, averaged over the batch."""
+    """(∂F/∂θ)ᵀ·v at β = 0, averaged over the batch, F being the model's `ep_field`."""
     batch = _batch(x)
-    _, pull = jax.vjp(lambda m: m.vector_field(state, x, None, 0.0), model)
+    _, pull = jax.vjp(lambda m: m.ep_field(state, x, None, 0.0), model)
     (grads,) = pull(cotangent)
     return _tree_scale(grads, 1.0 / batch)
 

@@ -89,7 +89,9 @@ def cmd_rules(args) -> int:
                           for name, r in program.rules.items()}, indent=2, ensure_ascii=False))
         return 0
     print(f"# learning rules of {program.name} ({program.form}); "
-          + ("dβ(u) is the response of state u to the nudge" if program.form != "energy"
+          + ("dβ(u) is the response of state u to the nudge"
+             + ("; dβ(s) = φ'(u)·dβ(u) for a coordinate s = φ(u)" if program.coordinates else "")
+             if program.form != "energy"
              else "[·]^β is evaluated at the nudged, [·]^0 at the free equilibrium"))
     width = max((len(n) for n in program.rules), default=1)
     for name, rule in program.rules.items():
@@ -101,6 +103,7 @@ def cmd_rules(args) -> int:
 
 def describe(program) -> dict:
     """The summary behind `eqn show --json`."""
+    from ..compiler import render
     return {
         "name": program.name,
         "file": program.filename,
@@ -118,6 +121,8 @@ def describe(program) -> dict:
         "non_holomorphic": [{"operation": n.operation, "line": n.span.line, "column": n.span.column}
                             for n in program.non_holomorphic],
         "explicit_beta": program.explicit_beta,
+        "coordinates": {s: {"name": c.name, "value": render(c.value.args[0])} for s, c in program.coordinates.items()},
+        "nudges": {s: render(node) for s, node in program.nudges.items()},
         "consts": program.consts,
     }
 
@@ -154,11 +159,18 @@ def cmd_show(args) -> int:
     else:
         print("  holomorphic  no: " + ", ".join(f"{n.operation} (line {n.span.line}:{n.span.column})"
                                                  for n in program.non_holomorphic))
+    if program.coordinates:
+        print("  coordinates  " + ", ".join(f"{c.name} = {render(c.value.args[0])}"
+                                            for c in program.coordinates.values()))
     label = "derived flow" if program.form == "energy" else "free dynamics"
     print(f"  {label}:")
     for s, node in program.dynamics.items():
         lhs = f"{s} <-" if program.form == "map" else f"d{s}/dt ="
         print(f"    {lhs} {render(node)}")
+    if program.nudges:
+        print("  nudge added by the compiler:")
+        for s, node in program.nudges.items():
+            print(f"    {s if program.form == 'map' else f'd{s}/dt'} += {render(node)}")
     return 0
 
 

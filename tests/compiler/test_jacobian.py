@@ -38,7 +38,7 @@ def test_dense_jacobian_equals_jacfwd_and_matrix_free_products_agree(name):
             size = int(np.prod(shapes[n]))
             tree[n] = flat[offset:offset + size].reshape((1,) + shapes[n])
             offset += size
-        out = model.vector_field(tree, xi[None])
+        out = model.ep_field(tree, xi[None])
         return _ravel(out, names)[0]
 
     flat = _ravel(state, names)
@@ -68,6 +68,41 @@ def test_tied_predictive_coding_is_symmetric():
     model = randomise_params(model, jax.random.PRNGKey(5))
     _, state, x = _setup("predictive_coding")
     np.testing.assert_allclose(model.symmetry(state, x), 1.0, atol=1e-12)
+
+
+def _tied_reciprocal(coordinates: bool):
+    source = tiny_model("reciprocal_mlp").program.source + "\ntie W12b = W21f'\ntie W23b = W32f'\n"
+    if not coordinates:  # the same map, with EP in the coordinates u
+        source = source.replace("coordinates s1 = sigma(u1), s2 = sigma(u2), s3 = sigma(u3)",
+                                "let s1 = sigma(u1)\nlet s2 = sigma(u2)\nlet s3 = sigma(u3)")
+    model = eqn.compile(source, consts=TINY["reciprocal_mlp"], dtype=jnp.float64)
+    return randomise_params(model, jax.random.PRNGKey(5))
+
+
+def test_reciprocal_map_is_symmetric_in_activated_coordinates():
+    """u ← Wσ(u) + b with W symmetric: ∂F/∂u = Wσ'(u) − I is not symmetric, but the field EP
+    differentiates, σ'(u)⊙F, has the Jacobian σ'(u)(Wσ'(u) − I), which is (homeostasis App. E.2,
+    the authors' activated coordinates)."""
+    _, state, x = _setup("reciprocal_mlp")
+    model = _tied_reciprocal(coordinates=True)
+    np.testing.assert_allclose(model.symmetry(state, x), 1.0, atol=1e-12)
+    P = model._param_env()
+    n = {k: v.shape[1] for k, v in state.items()}
+    weights = np.zeros((sum(n.values()),) * 2)
+    h, o = n["u1"], n["u1"] + n["u2"]
+    weights[:h, h:o], weights[h:o, :h] = P["W12b"], P["W21f"]
+    weights[h:o, o:], weights[o:, h:o] = P["W23b"], P["W32f"]
+    field = model.vector_field(state, x)
+    for i in range(2):
+        u = np.concatenate([np.asarray(state[k][i]) for k in ("u1", "u2", "u3")])
+        f = np.concatenate([np.asarray(field[k][i]) for k in ("u1", "u2", "u3")])
+        sigma = 1 / (1 + np.exp(-4 * u + 2))
+        slope, curvature = 4 * sigma * (1 - sigma), 16 * sigma * (1 - sigma) * (1 - 2 * sigma)
+        # d/du [σ'(u)·F(u)] = σ'(u)·J + σ''(u)·F(u); the second term vanishes at a fixed point.
+        expected = np.diag(slope) @ (weights @ np.diag(slope) - np.eye(len(u))) + np.diag(curvature * f)
+        np.testing.assert_allclose(model.jacobian(state, x)[i], expected, rtol=1e-12, atol=1e-12)
+    plain = _tied_reciprocal(coordinates=False)
+    assert np.all(plain.symmetry(state, x) < 0.99)
 
 
 @pytest.mark.parametrize("name", ["untied_leaky", "reciprocal_mlp", "output_feedback", "predictive_coding",

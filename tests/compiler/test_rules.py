@@ -1,7 +1,8 @@
 """Every derived learning rule against JAX autodiff, with JAX as the referee.
 
 Energy form: the rule is −∂E/∂θ at the given state. Flow and map forms: the rule is
-(∂F/∂θ)ᵀ·v for the response v = dβu. Parameters read by the cost also carry −∂C/∂θ.
+(∂F/∂θ)ᵀ·v for the response v = dβu, F being the field EP differentiates (φ'(u)⊙F for states
+with coordinates s = φ(u)). Parameters read by the cost also carry −∂C/∂θ.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _autodiff_rules(model, state, x, y, response):
     if model.program.form == "energy":
         grads = jax.grad(lambda m: jnp.sum(m.energy(state, x, y, 0.0)))(model)
         return {p: -getattr(grads, p) for p in model.program.rules}
-    _, pull = jax.vjp(lambda m: m.vector_field(state, x, y, 0.0), model)
+    _, pull = jax.vjp(lambda m: m.ep_field(state, x, y, 0.0), model)
     (grads,) = pull(response)
     return {p: getattr(grads, p) for p in model.program.rules}
 
@@ -66,6 +67,14 @@ def test_untied_rules_are_post_response_times_pre_rate():
     rules = eqn.rules(tiny_model("untied_leaky"))
     assert rules["W12"].text() == "ΔW12 ∝ dβ(h1) ⊗ rho(h2)"
     assert rules["W12"].reads_text() == "reads h1 (post), h2 (pre): local"
+
+
+def test_rules_in_activated_coordinates_read_the_coordinates():
+    """homeostasis App. E.2 in the authors' coordinates s = σ(u): Δw ∝ dβ(s_post) ⊗ s_pre."""
+    rules = eqn.rules(tiny_model("reciprocal_mlp"))
+    assert rules["W21f"].text() == "ΔW21f ∝ dβ(s2) ⊗ s1"
+    assert rules["W21f"].reads_text() == "reads u2 (post), u1 (pre): local"
+    assert rules["b3"].text() == "Δb3 ∝ dβ(s3)"
 
 
 def test_predictive_coding_forward_rule_is_not_local():

@@ -67,9 +67,9 @@ def untied_leaky_field(P, S, x, y, beta):
 
 
 def readout_nudge(P, u3, y, beta):
-    """-β ∂C/∂u3 for C = cross-entropy of softmax(W_ro σ(u3) + b_ro): Definition 1 of homeostasis."""
+    """β w_roᵀ(y − softmax(w_ro σ(u_L) + b_ro)) = −β ∂C/∂σ(u_L): homeostasis App. E.2, as printed."""
     p = softmax(P["W_ro"] @ sig4(u3) + P["b_ro"])
-    return beta * sig4_prime(u3) * (P["W_ro"].T @ (y - p))
+    return beta * (P["W_ro"].T @ (y - p))
 
 
 def reciprocal_field(P, S, x, y, beta):
@@ -210,6 +210,22 @@ def test_compiled_field_equals_paper_equations(name, beta):
     for k in reference:
         assert compiled[k].shape == reference[k].shape
     assert _relative_error(compiled, reference) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["reciprocal_mlp", "output_feedback"])
+@pytest.mark.parametrize("beta", [0.0, 0.37, 0.4 * np.exp(0.9j)])
+def test_ep_field_is_the_map_field_in_activated_coordinates(name, beta):
+    """With `coordinates s = sigma(u)`, EP differentiates σ'(u)⊙(G_β(u) − u), whose β-derivative is
+    −∂C/∂u (homeostasis Definition 1) although the map itself is nudged by −β ∂C/∂σ(u)."""
+    model = randomise_params(tiny_model(name), jax.random.PRNGKey(7), scale=0.4)
+    state, x, y = _sample(model, jax.random.PRNGKey(12), complex_state=isinstance(beta, complex))
+    compiled = model.ep_field(state, x, y, beta)
+    field = jax.vmap(REFERENCES[name], in_axes=(None, 0, 0, 0, None))(model.params, state, x, y, beta)
+    assert _relative_error(compiled, {k: sig4_prime(state[k]) * field[k] for k in field}) < 1e-10
+    if beta == 0.0:
+        d_beta = jax.jvp(lambda b: model.ep_field(state, x, y, b), (0.0,), (1.0,))[1]
+        cost_grad = jax.grad(lambda s: jnp.sum(model.cost(s, y, x)))(state)
+        assert _relative_error(d_beta, {k: -v for k, v in cost_grad.items()}) < 1e-12
 
 
 def test_energy_model_field_is_minus_gradient_of_its_energy():

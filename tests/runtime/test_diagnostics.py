@@ -20,15 +20,29 @@ def _batch(model, n=3):
     return x, jax.nn.one_hot(jnp.arange(n) % y_shape[0], y_shape[0], dtype=jnp.float64)
 
 
-def test_energy_model_diagnostics_are_those_of_exact_ep():
-    model = randomise_params(tiny_model("hopfield_mlp"), jax.random.PRNGKey(3), 0.3)
-    x, y = _batch(model)
+def _exact_diagnostics(model, x, y) -> dict:
+    """The diagnostics of a model whose EP is exact: a symmetric Jacobian and aligned estimates."""
     report = diagnose(model, x, y, beta=0.01, n=4, solver=FixedStep(max_steps=3000, tol=1e-12))
     assert abs(report["symmetry"] - 1) < 1e-12
     assert abs(report["homeostatic_loss"]) < 1e-10
     assert all(c > 1 - 1e-6 for c in report["cosine_response_delta"].values())
     assert report["cosine_ep_exact"] > 1 - 1e-6
+    return report
+
+
+def test_energy_model_diagnostics_are_those_of_exact_ep():
+    model = randomise_params(tiny_model("hopfield_mlp"), jax.random.PRNGKey(3), 0.3)
+    x, y = _batch(model)
+    report = _exact_diagnostics(model, x, y)
     assert report["cep_bptt_angle_degrees"] < 5
+
+
+def test_reciprocal_map_with_aligned_pairs_is_exact_ep():
+    """rotate_pairs(…, 0°) sets w_b = w_fᵀ (homeostasis §4); in its activated coordinates the
+    reciprocal MLP is then as exact as an energy model, on every diagnostic."""
+    model = rotate_pairs(randomise_params(tiny_model("reciprocal_mlp"), jax.random.PRNGKey(3), 0.3), 0.0)
+    x, y = _batch(model)
+    _exact_diagnostics(model, x, y)
 
 
 def test_untied_model_diagnostics_show_the_asymmetry():

@@ -141,6 +141,27 @@ def test_tied_flow_response_equals_delta():
         np.testing.assert_allclose(response[k], delta[k], rtol=1e-8, atol=1e-12)
 
 
+def test_reciprocal_map_in_activated_coordinates_gives_exact_gradients():
+    """homeostasis App. E.2 with w_b = w_fᵀ: EP on σ'(u)⊙(G(u) − u), the field `coordinates`
+    declares, is unbiased (Eq. 10 vanishes), so `true` and small-|β| hEP equal the exact gradient.
+    EP on G(u) − u itself (the same map, no coordinates) is not, whatever the weights."""
+    source = tiny_model("reciprocal_mlp").program.source + "\ntie W12b = W21f'\ntie W23b = W32f'\n"
+    _, x, y = _problem("reciprocal_mlp")
+    gaps = {}
+    for coordinates in (True, False):
+        text = source if coordinates else source.replace(
+            "coordinates s1 = sigma(u1), s2 = sigma(u2), s3 = sigma(u3)",
+            "let s1 = sigma(u1)\nlet s2 = sigma(u2)\nlet s3 = sigma(u3)")
+        model = eqn.compile(text, consts=TINY["reciprocal_mlp"], dtype=jnp.float64)
+        model = randomise_params(model, jax.random.PRNGKey(4), 0.3).with_solver(SOLVER)
+        exact, info = _grad(model, x, y, "rbp")
+        assert info["free_residual"] < 1e-12
+        gaps[coordinates] = [_relative(_grad(model, x, y, name, **options)[0], exact)
+                             for name, options in (("true", {}), ("hep", dict(beta=0.01, n=6)))]
+    assert max(gaps[True]) < 1e-6, gaps
+    assert min(gaps[False]) > 1e-2, gaps
+
+
 def test_homeostatic_gradient_converges_to_gradient_of_twice_skew_norm():
     """homeostasis Eq. 12 / App. A.2: the Hutchinson loss has expectation 2‖A‖²_F, so its
     parameter gradient converges to the gradient of 2‖A‖²_F as the probes grow."""
