@@ -244,6 +244,11 @@ class EqnModel(eqx.Module):
     def params(self) -> dict[str, Array]:
         return {name: getattr(self, name) for name in self.program.params}
 
+    @property
+    def _dtype(self):
+        """The parameters' precision: placeholders for absent inputs and targets take it."""
+        return jnp.result_type(*jax.tree_util.tree_leaves(self.params))
+
     def _param_env(self) -> dict[str, Array]:
         env = dict(self.params)
         if self.program.ties:
@@ -261,7 +266,7 @@ class EqnModel(eqx.Module):
     def _targets(self, y, batch: int) -> dict[str, Array]:
         names = list(self.program.targets)
         if y is None:
-            return {n: jnp.zeros((batch,) + s) for n, s in self.program.targets.items()}
+            return {n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.targets.items()}
         if isinstance(y, dict):
             return y
         if len(names) != 1:
@@ -272,7 +277,7 @@ class EqnModel(eqx.Module):
         """The zero state for a batch of inputs (the papers start every free phase from 0)."""
         inputs = self._inputs(x)
         batch = _batch_size(inputs)
-        dtype = dtype or jnp.result_type(*jax.tree_util.tree_leaves(self.params))
+        dtype = dtype or self._dtype
         return {s: jnp.zeros((batch,) + shape, dtype) for s, shape in self.program.states.items()}
 
     # -- the vector field ------------------------------------------------------------------
@@ -353,7 +358,7 @@ class EqnModel(eqx.Module):
         """The cost C per sample (the loss at the output)."""
         targets = self._targets(y, _batch_size(state))
         batch = _batch_size(state)
-        inputs = self._inputs(x) if x is not None else {n: jnp.zeros((batch,) + s) for n, s in self.program.inputs.items()}
+        inputs = self._inputs(x) if x is not None else {n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.inputs.items()}
         run = self._per_sample({"C": self.program.cost})
         return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["C"]
 
@@ -392,10 +397,11 @@ class EqnModel(eqx.Module):
         return self.prediction(self.free(x, **kwargs), x)
 
     # -- Jacobians and symmetry ------------------------------------------------------------
-    def _flat_field(self, x):
-        """Per-sample F(u) on a flat state vector (β = 0), with the unravel function."""
+    def _flat_field(self, x, ep: bool = True):
+        """Per-sample field on a flat state vector (β = 0), with the unravel function: the field EP
+        differentiates, or with `ep=False` the dynamics' own field."""
         inputs = self._inputs(x)
-        run = self._per_sample(self.program.ep_field)
+        run = self._per_sample(self.program.ep_field if ep else self.program.field)
         shapes = self.program.states
         sizes = [math.prod(s) for s in shapes.values()]
 
@@ -409,7 +415,7 @@ class EqnModel(eqx.Module):
         def ravel(tree):
             return jnp.concatenate([tree[name].reshape(-1) for name in shapes])
 
-        targets = {n: jnp.zeros(s) for n, s in self.program.targets.items()}
+        targets = {n: jnp.zeros(s, self._dtype) for n, s in self.program.targets.items()}
 
         def flat_field(flat, sample_inputs):
             return ravel(run(unravel(flat), sample_inputs, targets, jnp.asarray(0.0), {}))
@@ -476,8 +482,8 @@ class EqnModel(eqx.Module):
         coordinates = self.program.coordinates
         run = self._per_sample({s: c.slope for s, c in coordinates.items()})
         batch = _batch_size(state)
-        inputs = {n: jnp.zeros((batch,) + s) for n, s in self.program.inputs.items()}
-        targets = {n: jnp.zeros((batch,) + s) for n, s in self.program.targets.items()}
+        inputs = {n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.inputs.items()}
+        targets = {n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.targets.items()}
         values = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})
         return {s: values[s] if s in coordinates else jnp.ones_like(v) for s, v in state.items()}
 

@@ -40,9 +40,10 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
     response = nudge_response(model, x, y, free, "hep", beta=beta, n=n, free_solver=solver)
     delta = RecurrentBackprop().adjoint(model, x, y, free) if size <= 4096 else None
     if delta is not None:
-        # In the coordinates EP reads (dβs = φ'(u)·dβu), as homeostasis Fig. 4d compares them.
+        # dβs = φ'(u)·dβu in the coordinates EP reads against δ of the dynamics' field: they are
+        # equal when EP is exact (homeostasis Fig. 4d compares these two).
         slopes = model.coordinate_slopes(free)
-        report["cosine_response_delta"] = {s: _cosine(slopes[s] * response[s], slopes[s] * delta[s])
+        report["cosine_response_delta"] = {s: _cosine(slopes[s] * response[s], delta[s])
                                            for s in model.program.states}
     exact, _ = estimate(model, x, y, "rbp" if size <= 4096 else "bptt", free_solver=solver)
     ep, _ = estimate(model, x, y, "hep", beta=beta, n=n, free_solver=solver)

@@ -100,10 +100,12 @@ def energy_param_grad(model, state, x, y, beta, weight) -> Tree:
     return _tree_scale(grads, jnp.real(weight))
 
 
-def field_param_vjp(model, state, x, cotangent) -> Tree:
-    """(∂F/∂θ)ᵀ·v at β = 0, averaged over the batch, F being the model's `ep_field`."""
+def field_param_vjp(model, state, x, cotangent, ep: bool = True) -> Tree:
+    """(∂F/∂θ)ᵀ·v at β = 0, averaged over the batch, F being the model's `ep_field` (or with
+    `ep=False` its `vector_field`)."""
     batch = _batch(x)
-    _, pull = jax.vjp(lambda m: m.ep_field(state, x, None, 0.0), model)
+    field = type(model).ep_field if ep else type(model).vector_field
+    _, pull = jax.vjp(lambda m: field(m, state, x, None, 0.0), model)
     (grads,) = pull(cotangent)
     return _tree_scale(grads, 1.0 / batch)
 
@@ -375,12 +377,14 @@ class RecurrentBackprop(Estimator):
 
     def _estimate(self, model, x, y, free, key, opts):
         lam = self.adjoint(model, x, y, free, opts.free_solver)
-        grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam), -1.0),
+        grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam, ep=False), -1.0),
                           cost_param_grad(model, free, x, y))
         return grads, {}, free
 
     def adjoint(self, model, x, y, free, solver: FixedPointSolver | None = None) -> dict:
-        """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β).
+        """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β),
+        with J the Jacobian of the dynamics' own field. The gradient does not depend on the field
+        chosen, and φ'(u)⊙F (declared coordinates) is singular where φ' underflows.
 
         Up to `dense_limit` states: a dense LU solve per sample. Larger states: matrix-free GMRES on
         Jᵀ (lineax), one VJP per iteration, which needs no stability of the dynamics. In float32,
@@ -388,7 +392,7 @@ class RecurrentBackprop(Estimator):
         preferred wherever the Jacobian fits in memory.
         """
         g = cost_state_grad(model, free, x, y)
-        flat_field, ravel, unravel, inputs = model._flat_field(x)
+        flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
         u = jax.vmap(ravel)(free)
         rhs = jax.vmap(ravel)(g)
         n = u.shape[1]

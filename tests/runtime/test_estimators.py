@@ -162,6 +162,18 @@ def test_reciprocal_map_in_activated_coordinates_gives_exact_gradients():
     assert min(gaps[False]) > 1e-2, gaps
 
 
+def test_rbp_survives_saturated_units_in_float32():
+    """Where σ' underflows, σ'(u)⊙F has zero rows; rbp solves with the map's own Jacobian, which
+    gives the same gradient and stays invertible."""
+    model = eqn.compile(tiny_model("reciprocal_mlp").program.source, consts=TINY["reciprocal_mlp"],
+                        key=jax.random.PRNGKey(0))
+    _, x, y = _problem("reciprocal_mlp")
+    x = 100.0 * x.astype(jnp.float32)
+    assert float(jnp.min(jnp.abs(model.coordinate_slopes(model.free(x))["u1"]))) == 0.0
+    grads, _ = estimate(model, x, y.astype(jnp.float32), "rbp")
+    assert np.all(np.isfinite(_flat(grads)))
+
+
 def test_homeostatic_gradient_converges_to_gradient_of_twice_skew_norm():
     """homeostasis Eq. 12 / App. A.2: the Hutchinson loss has expectation 2‖A‖²_F, so its
     parameter gradient converges to the gradient of 2‖A‖²_F as the probes grow."""
