@@ -113,6 +113,8 @@ def cmd_train(args) -> int:
         options["path"] = args.path
     if args.free_dtype:
         options["free_dtype"] = args.free_dtype
+    if args.adjoint:
+        options["adjoint"] = args.adjoint
     config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, schedule=args.schedule,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
@@ -230,6 +232,9 @@ def register(sub) -> None:
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")
+    train.add_argument("--adjoint", choices=["solve", "dynamics"],
+                       help="rbp: solve Jᵀλ = ∂C/∂u exactly (default), or run the adjoint dynamics for the "
+                            "nudged phases' budget (truncated recurrent backprop, the papers' RBP baseline)")
     train.add_argument("--free-dtype", choices=["bfloat16", "float16"],
                        help="run the free phase in this precision (the rest stays in --dtype)")
     train.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (data parallel)")

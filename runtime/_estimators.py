@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
-from ._solvers import FixedPointSolver, FixedStep, residual_norm, unrolled
+from ._solvers import FixedPointSolver, FixedStep, SolveStats, residual_norm, unrolled
 
 Tree = Any
 
@@ -46,6 +46,10 @@ class Options:
     bptt_steps: length of the unrolled free phase for bptt.
     free_dtype: run the free phase in this lower precision (e.g. "bfloat16", as the papers' CNN
       runs do on accelerators); the nudged phases and the gradient stay in the model's precision.
+    adjoint: how rbp finds λ = J^{-T}∂C/∂u: "solve" (a linear solve: the exact gradient) or
+      "dynamics" (the adjoint dynamics dλ/dt = Jᵀλ − ∂C/∂u run by the nudged phases' solver and
+      budget: recurrent backprop as Almeida and Pineda ran it, and as the homeostasis paper's
+      RBP baseline does with T_nudge steps).
     """
 
     beta: float = 0.5
@@ -63,6 +67,7 @@ class Options:
     steps_per_point: int = 60
     bptt_steps: int | None = None
     free_dtype: str | None = None
+    adjoint: str = "solve"
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -376,10 +381,32 @@ class RecurrentBackprop(Estimator):
     dense_limit = 1024
 
     def _estimate(self, model, x, y, free, key, opts):
-        lam = self.adjoint(model, x, y, free, opts.free_solver)
+        info = {}
+        if opts.adjoint == "solve":
+            lam = self.adjoint(model, x, y, free, opts.free_solver)
+        elif opts.adjoint == "dynamics":
+            solver = opts.nudged_solver or FixedStep(max_steps=opts.nudged_steps, tol=0.0)
+            lam, stats = self.adjoint_dynamics(model, x, y, free, solver)
+            info = {"nudged_residual": stats.residual, "nudged_steps": stats.steps, "nudged_evaluations": stats.steps}
+        else:
+            raise ValueError(f"adjoint must be 'solve' or 'dynamics', got {opts.adjoint!r}")
         grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam, ep=False), -1.0),
                           cost_param_grad(model, free, x, y))
-        return grads, {}, free
+        return grads, info, free
+
+    @staticmethod
+    def adjoint_dynamics(model, x, y, free, solver: FixedPointSolver) -> tuple[dict, SolveStats]:
+        """λ from the linear adjoint dynamics dλ/dt = Jᵀλ − ∂C/∂u, started at 0 and run by
+        `solver` (each step one VJP of the field at the free state). With a finite budget this is
+        truncated recurrent backprop; run to convergence it is λ = J^{-T}∂C/∂u."""
+        g = cost_state_grad(model, free, x, y)
+        _, pull = jax.vjp(model.phase_field(x), free)
+
+        def adjoint_field(lam):
+            (back,) = pull(lam)
+            return {k: back[k] - g[k] for k in lam}
+
+        return solver.solve(adjoint_field, {k: jnp.zeros_like(v) for k, v in free.items()}, model.dt)
 
     def adjoint(self, model, x, y, free, solver: FixedPointSolver | None = None) -> dict:
         """λ = J^{-T}∂C/∂u per sample (δ of homeostasis Eq. 4, up to this package's sign of β),

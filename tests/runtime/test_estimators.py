@@ -162,6 +162,26 @@ def test_reciprocal_map_in_activated_coordinates_gives_exact_gradients():
     assert min(gaps[False]) > 1e-2, gaps
 
 
+def test_rbp_adjoint_dynamics_converge_to_the_solve_and_truncate_like_the_nudged_phase():
+    """Recurrent backprop run as dynamics (Almeida-Pineda; the homeostasis paper's RBP baseline):
+    to convergence it is the exact gradient; truncated at K steps it is the gradient through K
+    steps of the linearised adjoint, which for a tied (symmetric) map equals the `true` estimate
+    from a K-step nudged phase."""
+    source = tiny_model("reciprocal_mlp").program.source + "\ntie W12b = W21f'\ntie W23b = W32f'\n"
+    model = randomise_params(eqn.compile(source, consts=TINY["reciprocal_mlp"], dtype=jnp.float64),
+                             jax.random.PRNGKey(4), 0.3).with_solver(SOLVER)
+    _, x, y = _problem("reciprocal_mlp")
+    exact, _ = _grad(model, x, y, "rbp")
+    converged, info = _grad(model, x, y, "rbp", adjoint="dynamics", nudged_solver=SOLVER)
+    assert info["nudged_residual"] < 1e-12
+    assert _relative(converged, exact) < 1e-9
+    short = FixedStep(max_steps=3, tol=0.0)
+    truncated, _ = _grad(model, x, y, "rbp", adjoint="dynamics", nudged_solver=short)
+    true_short, _ = _grad(model, x, y, "true", nudged_solver=short)
+    assert _relative(truncated, exact) > 1e-3
+    assert _relative(truncated, true_short) < 1e-9
+
+
 def test_rbp_survives_saturated_units_in_float32():
     """Where σ' underflows, σ'(u)⊙F has zero rows; rbp solves with the map's own Jacobian, which
     gives the same gradient and stays invertible."""
