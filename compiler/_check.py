@@ -924,6 +924,7 @@ class _Checker:
                 update = nudged
                 field = {s: _ir.sub(nudged[s], self.leaves[s]) for s in states}
         ep_field = {s: _ir.mul(slopes[s], f) if s in slopes else f for s, f in field.items()}
+        at_rest = {"beta": _ir.zeros(())}
         free_params = {p: spec.shape for p, spec in self.params.items() if p not in self.tie_decls}
         free_energy = _ir.substitute(energy, {"beta": _ir.zeros(())}) if energy is not None else None
         coordinate_names = {s: node.attr("name") for s, node in coordinates.items()}
@@ -941,6 +942,8 @@ class _Checker:
             warnings=self.warnings, coordinates={s: Coordinate(coordinate_names[s], coordinates[s], slopes[s])
                                                  for s in coordinates},
             ep_field=ep_field, nudges=getattr(self, "_nudges", {}),
+            free_field={s: _ir.substitute(f, at_rest) for s, f in field.items()},
+            free_ep_field={s: _ir.substitute(f, at_rest) for s, f in ep_field.items()},
         )
 
 

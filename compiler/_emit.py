@@ -301,8 +301,8 @@ class EqnModel(eqx.Module):
         the input drive W·x, are computed here once, not at every step of the dynamics."""
         inputs = self._inputs(x)
         targets = self._targets(y, _batch_size(inputs))
+        roots = self._roots(ep, at_rest=isinstance(beta, (int, float)) and beta == 0)
         beta = jnp.asarray(beta)
-        roots = self.program.ep_field if ep else self.program.field
         params = self._param_env()
         hoisted = state_independent(roots)
 
@@ -322,6 +322,14 @@ class EqnModel(eqx.Module):
             return {s: out[s].astype(dtype) for s in self.program.states}
 
         return field
+
+    def _roots(self, ep: bool, at_rest: bool) -> dict:
+        """The field's expressions; `at_rest` (β is a literal 0): those without the teaching
+        term, so that a free phase does not evaluate the cost at every step only to multiply it by 0."""
+        program = self.program
+        if at_rest and program.free_field:
+            return program.free_ep_field if ep else program.free_field
+        return program.ep_field if ep else program.field
 
     def vector_field(self, state: State, x, y=None, beta=0.0) -> State:
         """F(u; β): the nudged field du/dt at a batch of states; β real or complex (a scalar).
@@ -365,10 +373,9 @@ class EqnModel(eqx.Module):
     # -- fixed points ----------------------------------------------------------------------
     def _solve(self, x, y, beta, init, solver, return_info, key):
         solver = solver or self.solver
-        beta = jnp.asarray(beta)
         start = self.init_state(x) if init is None else init
-        if jnp.iscomplexobj(beta):
-            start = {s: v.astype(_complex_if(v.dtype, beta)) for s, v in start.items()}
+        if jnp.iscomplexobj(jnp.asarray(beta)):
+            start = {s: v.astype(_complex_if(v.dtype, jnp.asarray(beta))) for s, v in start.items()}
         state, stats = solver.solve(self.phase_field(x, y, beta), start, self.dt, key)
         return (state, stats) if return_info else state
 
@@ -401,7 +408,7 @@ class EqnModel(eqx.Module):
         """Per-sample field on a flat state vector (β = 0), with the unravel function: the field EP
         differentiates, or with `ep=False` the dynamics' own field."""
         inputs = self._inputs(x)
-        run = self._per_sample(self.program.ep_field if ep else self.program.field)
+        run = self._per_sample(self._roots(ep, at_rest=True))
         shapes = self.program.states
         sizes = [math.prod(s) for s in shapes.values()]
 

@@ -78,6 +78,9 @@ class Program:
     coordinates: dict[str, Coordinate] = field(default_factory=dict)  # by state
     ep_field: dict[str, Node] = field(default_factory=dict)
     nudges: dict[str, Node] = field(default_factory=dict)  # the teaching terms the compiler added (flows, maps)
+    # field and ep_field at β = 0 with the teaching term folded away: the free phase computes no cost
+    free_field: dict[str, Node] = field(default_factory=dict)
+    free_ep_field: dict[str, Node] = field(default_factory=dict)
 
     @property
     def holomorphic(self) -> bool:

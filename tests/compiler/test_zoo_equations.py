@@ -250,3 +250,22 @@ def test_map_step_is_the_map():
 def test_tiny_sizes_cover_every_zoo_model():
     from helpers import MODELS
     assert sorted(p.stem for p in MODELS.glob("*.eqn")) == sorted(TINY) == sorted(REFERENCES)
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_free_phase_field_drops_the_teaching_term(name):
+    """At a literal β = 0 the compiled field is the free dynamics alone: it reads neither the
+    target nor β, and it equals the nudged field evaluated at a traced β = 0."""
+    from eqn.compiler._ir import free_vars
+
+    model = randomise_params(tiny_model(name), jax.random.PRNGKey(7), scale=0.4)
+    program = model.program
+    for roots in (program.free_field, program.free_ep_field):
+        assert set(roots) == set(program.states)
+        read = set().union(*(free_vars(node) for node in roots.values()))
+        assert not read & (set(program.targets) | {"beta"})
+    state, x, y = _sample(model, jax.random.PRNGKey(13))
+    for ep in (False, True):
+        at_rest = model.phase_field(x, y, 0.0, ep=ep)(state)
+        traced = jax.jit(lambda b: model.phase_field(x, y, b, ep=ep)(state))(0.0)
+        assert _relative_error(at_rest, traced) < 1e-14
