@@ -347,29 +347,29 @@ class TrueResponse(Estimator):
     name = "true"
 
     def _estimate(self, model, x, y, free, key, opts):
-        solver = opts.nudged_solver or opts.free_solver or model.solver
-        steps = getattr(solver, "max_steps", opts.nudged_steps)
-
-        def fixed_point(beta):
-            # A fixed step count: a loop that stops on the residual would stop at once at β = 0
-            # and carry no tangent.
-            return unrolled(model.phase_field(x, y, beta), free, model.dt, steps)
-
         if self._path(model, opts) == "energy":
             def param_grad(beta):
-                return energy_param_grad(model, fixed_point(beta), x, y, beta, 1.0)
+                return energy_param_grad(model, self._nudged_phase(model, x, y, free, opts)(beta), x, y, beta, 1.0)
             _, grads = jax.jvp(param_grad, (jnp.asarray(0.0, jnp.result_type(float)),),
                                (jnp.asarray(1.0, jnp.result_type(float)),))
         else:
             grads = _from_response(model, x, y, free, self.response(model, x, y, free, key, opts))
-        return grads, {"nudged_evaluations": jnp.asarray(steps)}, free
+        return grads, {"nudged_evaluations": jnp.asarray(self._steps(model, opts))}, free
+
+    @staticmethod
+    def _steps(model, opts) -> int:
+        solver = opts.nudged_solver or opts.free_solver or model.solver
+        return getattr(solver, "max_steps", opts.nudged_steps)
+
+    def _nudged_phase(self, model, x, y, free, opts):
+        """β ↦ the state after the nudged phase's step budget. A fixed step count: a loop that
+        stops on the residual would stop at once at β = 0 and carry no tangent."""
+        steps = self._steps(model, opts)
+        return lambda beta: unrolled(model.phase_field(x, y, beta), free, model.dt, steps)
 
     def response(self, model, x, y, free, key, opts) -> dict:
-        solver = opts.nudged_solver or opts.free_solver or model.solver
-        steps = getattr(solver, "max_steps", opts.nudged_steps)
-        _, tangent = jax.jvp(
-            lambda beta: unrolled(model.phase_field(x, y, beta), free, model.dt, steps),
-            (jnp.asarray(0.0, jnp.result_type(float)),), (jnp.asarray(1.0, jnp.result_type(float)),))
+        _, tangent = jax.jvp(self._nudged_phase(model, x, y, free, opts),
+                             (jnp.asarray(0.0, jnp.result_type(float)),), (jnp.asarray(1.0, jnp.result_type(float)),))
         return tangent
 
 
