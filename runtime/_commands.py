@@ -60,7 +60,17 @@ def _compile(args):
 
 def _fit(dataset, model):
     """Flatten for vector inputs; zero-pad images to the model's size (e.g. 28x28 → 32x32)."""
-    (shape,) = model.program.inputs.values()
+    program = model.program
+    for kind, declared in (("input", program.inputs), ("target", program.targets)):
+        if len(declared) != 1:
+            names = ", ".join(declared) or "none"
+            raise ValueError(f"a dataset feeds one `{kind}` of the model, but '{program.name}' declares "
+                             f"{len(declared)} ({names}); declare exactly one in {program.filename}")
+    (shape,) = program.inputs.values()
+    (target,) = program.targets.values()
+    if target != (dataset.num_classes,):
+        raise ValueError(f"{dataset.name} has {dataset.num_classes} classes but the model's target is "
+                         f"{list(target)}; it must be [{dataset.num_classes}] (override its size with --const)")
     images = dataset.images
     if len(shape) == 1:
         if int(np.prod(images.shape[1:])) != shape[0]:

@@ -82,3 +82,17 @@ def test_diagnose_prints_the_diagnostics_and_draws_the_stability_map(tmp_path):
                 "cosine_ep_exact", "cvf_bptt_angle_degrees"):
         assert key in result.stdout
     assert png.stat().st_size > 1000
+
+
+def test_train_refuses_a_model_without_an_input_by_name(tmp_path):
+    """A model the dataset cannot feed gets a sentence naming what is missing, not a traceback."""
+    model = tmp_path / "no_input.eqn"
+    model.write_text("model no_input\ntarget y[10]\nstate u[10] output\nparam b[10] ~ zeros\n"
+                     "du/dt = -u + b\ncost C = 0.5 * sum((u - y)^2)\n")
+    result = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "train", str(model), "--dataset", "fashion_mnist",
+                             "--epochs", "1", "--out", str(tmp_path / "run"), "--no-progress"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "eqn: error: a dataset feeds one `input` of the model, but 'no_input' declares 0 (none)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
