@@ -77,8 +77,9 @@ class Anderson(FixedPointSolver):
             f, residual = residual_of(u)
             slot = (step - 1) % m
             write = step > 0
-            du_hist = jnp.where(write, du_hist.at[:, slot].set(u - u_prev), du_hist)
-            df_hist = jnp.where(write, df_hist.at[:, slot].set(f - f_prev), df_hist)
+            # one slot is written in place; a select over the whole history would copy it every step
+            du_hist = du_hist.at[:, slot].set(jnp.where(write, u - u_prev, du_hist[:, slot]))
+            df_hist = df_hist.at[:, slot].set(jnp.where(write, f - f_prev, df_hist[:, slot]))
             age = jnp.where(write, jnp.minimum(age + 1, m), age)
             # the extrapolation made things much worse: forget the history, take a plain step
             restart = (residual > self.restart * best) | (step < self.warmup)
@@ -86,13 +87,14 @@ class Anderson(FixedPointSolver):
             best = jnp.where(step < self.warmup, jnp.inf, jnp.minimum(best, residual))
             recency = (step - 1 - jnp.arange(m)) % m  # 0 for the newest slot
             valid = (recency[None, :] < age[:, None]).astype(real_dtype)
-            norms = jnp.sqrt(jnp.sum(jnp.abs(df_hist) ** 2, axis=2))  # [batch, m]
+            # the normalised columns' Gram matrix from the raw one: one pass over the history
+            raw = jnp.einsum("bin,bjn->bij", jnp.conj(df_hist), df_hist)  # [batch, m, m]
+            norms = jnp.sqrt(jnp.abs(jnp.diagonal(raw, axis1=1, axis2=2)))  # [batch, m]
             scale = valid / jnp.maximum(norms, tiny)
-            columns = df_hist * scale[..., None]
-            gram = jnp.einsum("bin,bjn->bij", jnp.conj(columns), columns)
+            gram = raw * (scale[:, :, None] * scale[:, None, :])
             eye = jnp.eye(m, dtype=real_dtype)
             gram = gram + eye * (1 - valid)[:, None, :] + self.regularization * eye * valid[:, None, :]
-            rhs = jnp.einsum("bin,bn->bi", jnp.conj(columns), f)
+            rhs = scale * jnp.einsum("bin,bn->bi", jnp.conj(df_hist), f)
             gamma = jnp.linalg.solve(gram, rhs[..., None])[..., 0] * scale
             plain = u + self.mixing * f
             proposal = plain - jnp.einsum("bi,bin->bn", gamma, du_hist + self.mixing * df_hist)
