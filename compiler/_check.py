@@ -926,7 +926,7 @@ class _Checker:
         ep_field = {s: _ir.mul(slopes[s], f) if s in slopes else f for s, f in field.items()}
         at_rest = {"beta": _ir.zeros(())}
         free_params = {p: spec.shape for p, spec in self.params.items() if p not in self.tie_decls}
-        free_energy = _ir.substitute(energy, {"beta": _ir.zeros(())}) if energy is not None else None
+        free_energy = _ir.substitute(energy, at_rest) if energy is not None else None
         coordinate_names = {s: node.attr("name") for s, node in coordinates.items()}
         rules = derive_rules(form, free_params, free_energy, written if form != "energy" else {}, states,
                              cost, dynamics, coordinate_names)

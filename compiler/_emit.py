@@ -374,8 +374,8 @@ class EqnModel(eqx.Module):
     def _solve(self, x, y, beta, init, solver, return_info, key):
         solver = solver or self.solver
         start = self.init_state(x) if init is None else init
-        if jnp.iscomplexobj(jnp.asarray(beta)):
-            start = {s: v.astype(_complex_if(v.dtype, jnp.asarray(beta))) for s, v in start.items()}
+        if jnp.iscomplexobj(beta_array := jnp.asarray(beta)):
+            start = {s: v.astype(_complex_if(v.dtype, beta_array)) for s, v in start.items()}
         state, stats = solver.solve(self.phase_field(x, y, beta), start, self.dt, key)
         return (state, stats) if return_info else state
 
