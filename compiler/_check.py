@@ -17,7 +17,7 @@ from ..dsl.errors import (
     EqnShapeError, EqnWarning, ErrorList,
 )
 from . import _functions, _ir
-from ._derive import BETA, derive_rules, energy_flow, gradient, nudge_terms, vjp
+from ._derive import BETA, derive_rules, energy_flow, gradient, nudge_terms, sweep_blocks, vjp
 from ._ir import OPS, Node, Op, ShapeMismatch, Var, fmt_shape
 from ._library import ELEMENTWISE_FUNCTIONS, derivative_call
 from ._program import Coordinate, NonHolomorphic, ParamSpec, Program
@@ -944,6 +944,7 @@ class _Checker:
             ep_field=ep_field, nudges=getattr(self, "_nudges", {}),
             free_field={s: _ir.substitute(f, at_rest) for s, f in field.items()},
             free_ep_field={s: _ir.substitute(f, at_rest) for s, f in ep_field.items()},
+            sweep_blocks=sweep_blocks(field),
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _library  # noqa: F401  (registers the operations' derivative rules)
-from ._ir import OPS, Const, Node, Op, Var, add, const, div, mul, neg, substitute, walk, zeros
+from ._ir import OPS, Const, Node, Op, Var, add, const, div, free_vars, mul, neg, substitute, walk, zeros
 
 
 def vjp(root: Node, wrt: set[str], cotangent: Node) -> dict[str, Node]:
@@ -133,6 +133,19 @@ class Rule:
         parts += [name + " (param)" for name in self.other_params]
         verdict = "local" if self.local else "not local"
         return f"reads {', '.join(parts) if parts else 'nothing'}: {verdict}"
+
+
+def sweep_blocks(field: dict[str, Node]) -> tuple[tuple[str, ...], ...]:
+    """The states grouped into blocks that a block Gauss–Seidel sweep updates one after another:
+    no state reads another state of its own block (a greedy colouring of the graph "s reads t",
+    in declaration order). A layered network gets two blocks, odd and even layers; a state that
+    reads every other state gets a block of its own."""
+    reads = {s: set(free_vars(f)) & set(field) - {s} for s, f in field.items()}
+    colour: dict[str, int] = {}
+    for s in field:
+        taken = {colour[t] for t in colour if t in reads[s] or s in reads[t]}
+        colour[s] = next(c for c in range(len(field)) if c not in taken)
+    return tuple(tuple(s for s in field if colour[s] == c) for c in range(max(colour.values(), default=-1) + 1))
 
 
 def _is_zero(node: Node) -> bool:

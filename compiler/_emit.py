@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ..runtime._solvers import FixedPointSolver, FixedStep, SolveStats
+from ..runtime._solvers import BlockField, FixedPointSolver, FixedStep, SolveStats
 from . import _functions
 from ._ir import Const, Node, Op, Var, Zero, children, walk
 from ._program import Program
@@ -298,7 +298,8 @@ class EqnModel(eqx.Module):
     def phase_field(self, x, y=None, beta=0.0, *, ep: bool = False):
         """u ↦ F(u; β) for one phase (fixed input, target and β); with `ep`, the field EP
         differentiates (`ep_field`). The parts of the field that do not read the state, such as
-        the input drive W·x, are computed here once, not at every step of the dynamics."""
+        the input drive W·x, are computed here once, not at every step of the dynamics. The result
+        is a `BlockField`: it also evaluates a block of states alone, for sweeping solvers."""
         inputs = self._inputs(x)
         targets = self._targets(y, _batch_size(inputs))
         roots = self._roots(ep, at_rest=isinstance(beta, (int, float)) and beta == 0)
@@ -311,17 +312,20 @@ class EqnModel(eqx.Module):
 
         known = jax.vmap(constants)(inputs, targets) if hoisted else {}
 
-        def per_sample(state_i, inputs_i, targets_i, known_i):
+        def per_sample(state_i, inputs_i, targets_i, known_i, names):
             env = {**params, **state_i, **inputs_i, **targets_i, "beta": beta}
-            values = evaluate_many(roots, env, {int(uid): v for uid, v in known_i.items()})
-            return {name: jnp.broadcast_to(values[name], roots[name].shape) for name in roots}
+            wanted = {name: roots[name] for name in names}
+            values = evaluate_many(wanted, env, {int(uid): v for uid, v in known_i.items()})
+            return {name: jnp.broadcast_to(values[name], roots[name].shape) for name in names}
 
-        def field(state: State) -> State:
-            out = jax.vmap(per_sample)(state, inputs, targets, known)
-            dtype = _complex_if(jnp.result_type(*jax.tree_util.tree_leaves(state)), beta)
-            return {s: out[s].astype(dtype) for s in self.program.states}
+        def part(names: tuple[str, ...]):
+            def components(state: State) -> State:
+                out = jax.vmap(lambda *args: per_sample(*args, names))(state, inputs, targets, known)
+                dtype = _complex_if(jnp.result_type(*jax.tree_util.tree_leaves(state)), beta)
+                return {s: out[s].astype(dtype) for s in names}
+            return components
 
-        return field
+        return BlockField(part, tuple(self.program.states), self.program.sweep_blocks)
 
     def _roots(self, ep: bool, at_rest: bool) -> dict:
         """The field's expressions; `at_rest` (β is a literal 0): those without the teaching

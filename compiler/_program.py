@@ -81,6 +81,8 @@ class Program:
     # field and ep_field at β = 0 with the teaching term folded away: the free phase computes no cost
     free_field: dict[str, Node] = field(default_factory=dict)
     free_ep_field: dict[str, Node] = field(default_factory=dict)
+    # the states in the order a block Gauss–Seidel sweep updates them (no block reads itself)
+    sweep_blocks: tuple[tuple[str, ...], ...] = ()
 
     @property
     def holomorphic(self) -> bool:

@@ -12,7 +12,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._solvers import FixedPointSolver, SolveStats, residual_norm
+from ._solvers import FixedPointSolver, SolveStats, residual_norm, swept_field
 
 
 def _flatten(tree: dict) -> tuple[jax.Array, callable]:
@@ -35,17 +35,26 @@ def _flatten(tree: dict) -> tuple[jax.Array, callable]:
 
 class Anderson(FixedPointSolver):
     """Anderson acceleration with `memory` past differences and mixing `mixing` (1: the plain
-    map's step). Stops when ‖F(u)‖ ≤ tol for every sample or after `max_steps` field evaluations.
+    map's step). Stops when the step's residual is ≤ tol for every sample or after `max_steps`
+    field evaluations; reports ‖F(u)‖ at the end.
 
     With f = dt·F(u), the difference form (Walker & Ni, Eq. 2.4): γ minimises ‖f_k − ΔF γ‖ over
     the last `memory` differences, then u_{k+1} = u_k + mixing·f_k − (ΔU + mixing·ΔF)γ. Columns
     are normalised and `regularization` (Tikhonov, relative) keeps the small normal equations
     well posed when the history is nearly collinear. A sample whose residual is below tol stops
-    moving, so each sample's result does not depend on the rest of the batch. Safeguards: the
-    first `warmup` steps are plain (far from the fixed point, as at the start of a free phase,
-    extrapolation misleads); a sample whose extrapolation is not finite takes a plain step instead;
-    a sample whose residual grows past `restart` times its best since the warm-up forgets its
-    history and starts again.
+    moving, so each sample's result does not depend on the rest of the batch.
+
+    Safeguards, per sample, none of which reads the model: the first `warmup` steps are plain
+    (far from the fixed point, as at the start of a free phase, extrapolation misleads); an
+    extrapolation that is not finite becomes a plain step; a residual that grows past `restart`
+    times the best since the warm-up forgets the history. With `patience`, a residual that has
+    not fallen below `progress` times its last reference for `patience` steps forgets the history
+    and takes `cooldown` plain steps: for maps whose plain steps contract but where extrapolation
+    stagnates in a nonlinear region (the trained reciprocal MLP, bench/RESULTS.md "speed"). It is
+    off by default because it assumes plain steps make progress: where they do not (a map whose
+    plain iteration diverges, or a saturated start where the residual stays flat) it slows
+    Anderson down or stops it. With `sweep`, the map accelerated is the block Gauss–Seidel sweep
+    (`swept_field`).
     """
 
     max_steps: int = eqx.field(static=True, default=200)
@@ -55,6 +64,10 @@ class Anderson(FixedPointSolver):
     regularization: float = eqx.field(static=True, default=1e-8)
     restart: float = eqx.field(static=True, default=4.0)
     warmup: int = eqx.field(static=True, default=5)
+    patience: int | None = eqx.field(static=True, default=None)
+    progress: float = eqx.field(static=True, default=0.9)
+    cooldown: int = eqx.field(static=True, default=3)
+    sweep: bool = eqx.field(static=True, default=False)
 
     def solve(self, field, u0, dt, key=None):
         flat0, unflatten = _flatten(u0)
@@ -63,17 +76,19 @@ class Anderson(FixedPointSolver):
         dtype = flat0.dtype
         real_dtype = jnp.real(flat0).dtype
         tiny = jnp.finfo(real_dtype).tiny
+        step_field = swept_field(field, dt) if self.sweep else field
 
         def residual_of(flat):
-            value = field(unflatten(flat))
+            value = step_field(unflatten(flat))
             return dt * _flatten(value)[0], residual_norm(value).astype(real_dtype)
 
         def cond(carry):
-            step, *_, residual = carry
+            step, *_, residual, _ = carry
             return (step < self.max_steps) & (jnp.max(residual) > self.tol)
 
         def body(carry):
-            step, u, u_prev, f_prev, du_hist, df_hist, age, best, residual = carry
+            step, u, u_prev, f_prev, du_hist, df_hist, age, best, residual, stall = carry
+            reference, stalled_for, plain_left, plain_from, trust = stall
             f, residual = residual_of(u)
             slot = (step - 1) % m
             write = step > 0
@@ -81,10 +96,23 @@ class Anderson(FixedPointSolver):
             du_hist = du_hist.at[:, slot].set(jnp.where(write, u - u_prev, du_hist[:, slot]))
             df_hist = df_hist.at[:, slot].set(jnp.where(write, f - f_prev, df_hist[:, slot]))
             age = jnp.where(write, jnp.minimum(age + 1, m), age)
+            warming = step < self.warmup
+            # the stall rule trusts plain steps only once a stretch of them (the warm-up, a cooldown)
+            # has cut the residual by `progress`: where plain steps do not help, it stays off
+            plain_from = jnp.where(step == 0, residual, plain_from)
+            stretch_ended = ((step == self.warmup) & (step > 0)) | (plain_left == 1)
+            trust = jnp.where(stretch_ended, residual < self.progress * plain_from, trust)
+            moved = warming | (residual < self.progress * reference)
+            stalled_for = jnp.where(moved, 0, stalled_for + 1)
+            stalled = ((stalled_for >= self.patience) & trust) if self.patience is not None else jnp.zeros_like(moved)
+            reference = jnp.where(moved | stalled, residual, reference)
+            stalled_for = jnp.where(stalled, 0, stalled_for)
+            plain_from = jnp.where(stalled, residual, plain_from)
+            plain_left = jnp.where(stalled, self.cooldown, jnp.maximum(plain_left - 1, 0))
             # the extrapolation made things much worse: forget the history, take a plain step
-            restart = (residual > self.restart * best) | (step < self.warmup)
+            restart = (residual > self.restart * best) | warming | stalled | (plain_left > 0)
             age = jnp.where(restart, 0, age)
-            best = jnp.where(step < self.warmup, jnp.inf, jnp.minimum(best, residual))
+            best = jnp.where(warming, jnp.inf, jnp.minimum(best, residual))
             recency = (step - 1 - jnp.arange(m)) % m  # 0 for the newest slot
             valid = (recency[None, :] < age[:, None]).astype(real_dtype)
             # the normalised columns' Gram matrix from the raw one: one pass over the history
@@ -101,12 +129,14 @@ class Anderson(FixedPointSolver):
             # where the extrapolation breaks down (no fixed point nearby), fall back to a plain step
             proposal = jnp.where(jnp.all(jnp.isfinite(proposal), axis=1, keepdims=True), proposal, plain)
             done = (residual <= self.tol)[:, None]
-            return step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, age, best, residual
+            return (step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, age, best, residual,
+                    (reference, stalled_for, plain_left, plain_from, trust))
 
         history = jnp.zeros((batch, m, n), dtype)
         infinite = jnp.full((batch,), jnp.inf, real_dtype)
-        init = (jnp.asarray(0), flat0, flat0, jnp.zeros_like(flat0), history, history,
-                jnp.zeros((batch,), jnp.int32), infinite, infinite)
+        counter = jnp.zeros((batch,), jnp.int32)
+        init = (jnp.asarray(0), flat0, flat0, jnp.zeros_like(flat0), history, history, counter, infinite, infinite,
+                (infinite, counter, counter, infinite, jnp.ones((batch,), bool)))
         steps, u, *_ = jax.lax.while_loop(cond, body, init)
-        _, residual = residual_of(u)
+        residual = residual_norm(field(unflatten(u))).astype(real_dtype)
         return unflatten(u), SolveStats(steps, jnp.max(residual))

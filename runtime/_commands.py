@@ -30,8 +30,9 @@ def make_solver(kind: str, max_steps: int, args):
     if kind == "anderson":
         if args.noise:
             raise SystemExit("eqn: error: --noise needs the fixed-step solver (noise makes every step count)")
-        return Anderson(max_steps=max_steps, tol=args.tol, memory=args.anderson_memory)
-    return FixedStep(max_steps=max_steps, tol=args.tol, noise=args.noise)
+        return Anderson(max_steps=max_steps, tol=args.tol, memory=args.anderson_memory,
+                        patience=args.anderson_patience, sweep=args.sweep)
+    return FixedStep(max_steps=max_steps, tol=args.tol, noise=args.noise, sweep=args.sweep)
 
 
 def _compile(args):
@@ -212,6 +213,12 @@ def _model_arguments(parser) -> None:
     parser.add_argument("--free-solver", choices=["fixed", "anderson"], help="solver of the free phase only")
     parser.add_argument("--nudged-solver", choices=["fixed", "anderson"], help="solver of the nudged phases only")
     parser.add_argument("--anderson-memory", type=int, default=5, help="past iterates Anderson mixes (default 5)")
+    parser.add_argument("--anderson-patience", type=int, default=None, metavar="STEPS",
+                        help="Anderson's stall rule: a sample without 10%% progress for STEPS steps takes plain steps "
+                             "(off by default; for maps whose plain steps contract)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="update the model's blocks of states one after another (block Gauss-Seidel, the blocks "
+                             "`eqn show` lists) instead of all at once: the same fixed points, fewer steps on layered models")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian neuron noise per step")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--beta", type=float, default=0.5, help="teaching amplitude |β| (default 0.5)")

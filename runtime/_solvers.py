@@ -36,6 +36,41 @@ def _add_noise(u, key, sigma):
     return jax.tree_util.tree_unflatten(tree, noisy)
 
 
+class BlockField:
+    """A batched field u ↦ F(u) that can also evaluate some states' components alone:
+    `part(names)(u)` costs only those states' expressions. `blocks` groups the states so that no
+    state reads another of its own block, in the order a sweep updates them (the compiler derives
+    it from what each state's field reads)."""
+
+    def __init__(self, part: Callable, states: tuple[str, ...], blocks: tuple[tuple[str, ...], ...]):
+        self.part, self.states, self.blocks = part, states, blocks
+
+    def __call__(self, u):
+        return self.part(self.states)(u)
+
+
+def swept_field(field: Callable, dt: float) -> Callable:
+    """The field of one block Gauss–Seidel sweep: each block of `field.blocks` takes its step
+    u_b ← u_b + dt·F_b(u) reading the blocks already updated, and the result is those steps over
+    dt. One sweep costs one field evaluation and has F's fixed points; on a layered network (two
+    blocks) its linear rate is the square of the synchronous step's, whose Jacobian has its
+    eigenvalues in ± pairs there. A field without blocks is one block: the synchronous step."""
+    blocks = getattr(field, "blocks", ())
+    if len(blocks) < 2:
+        return field
+
+    def swept(u):
+        current, steps = dict(u), {}
+        for block in blocks:
+            part = field.part(block)(current)
+            for s in block:
+                steps[s] = part[s]
+                current[s] = u[s] + dt * part[s]
+        return {s: steps[s] for s in u}
+
+    return swept
+
+
 class FixedPointSolver(eqx.Module):
     """Finds u with F(u) = 0 by running dynamics; subclasses choose how."""
 
@@ -49,18 +84,23 @@ class FixedStep(FixedPointSolver):
     since F = G − id) until ‖F(u)‖ ≤ tol for every sample or `max_steps` is reached.
 
     `noise` adds Gaussian neuron noise of that standard deviation at every step (holomorphic-ep
-    App. B.1, Table 1); it needs a `key`, and with noise the phase runs all `max_steps`.
+    App. B.1, Table 1); it needs a `key`, and with noise the phase runs all `max_steps`. With
+    `sweep`, a step is a block Gauss–Seidel sweep (`swept_field`) instead of all states at once:
+    the same fixed points, reached in fewer evaluations on layered models; the stopping test then
+    reads the sweep's step, and the reported residual is ‖F(u)‖ as always.
     """
 
     max_steps: int = eqx.field(static=True, default=200)
     tol: float = eqx.field(static=True, default=1e-5)
     noise: float = eqx.field(static=True, default=0.0)
+    sweep: bool = eqx.field(static=True, default=False)
 
     def solve(self, field, u0, dt, key=None):
         noisy = self.noise > 0
         if noisy and key is None:
             raise ValueError("a solver with neuron noise needs a PRNG key")
         tol = -1.0 if noisy else self.tol
+        step_field = swept_field(field, dt) if self.sweep else field
 
         def cond(carry):
             step, _, residual, _ = carry
@@ -68,7 +108,7 @@ class FixedStep(FixedPointSolver):
 
         def body(carry):
             step, u, _, k = carry
-            f = field(u)
+            f = step_field(u)
             residual = jnp.max(residual_norm(f)).astype(real_dtype)
             u = jax.tree_util.tree_map(lambda a, b: a + dt * b, u, f)
             if noisy:

@@ -123,6 +123,7 @@ def describe(program) -> dict:
         "explicit_beta": program.explicit_beta,
         "coordinates": {s: {"name": c.name, "value": render(c.value.args[0])} for s, c in program.coordinates.items()},
         "nudges": {s: render(node) for s, node in program.nudges.items()},
+        "sweep_blocks": [list(block) for block in program.sweep_blocks],
         "consts": program.consts,
     }
 
@@ -162,6 +163,8 @@ def cmd_show(args) -> int:
     if program.coordinates:
         print("  coordinates  " + ", ".join(f"{c.name} = {render(c.value.args[0])}"
                                             for c in program.coordinates.values()))
+    print("  sweep blocks " + " then ".join("{" + ", ".join(block) + "}" for block in program.sweep_blocks)
+          + "  (the order of --sweep)")
     label = "derived flow" if program.form == "energy" else "free dynamics"
     print(f"  {label}:")
     for s, node in program.dynamics.items():

@@ -23,7 +23,8 @@ def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "eqn.runtime.cli", "train", str(ROOT / "models" / "reciprocal_mlp.eqn"),
             "--const", "n_h=32", "--dataset", "fashion_mnist", "--estimator", "hep", "--epochs", "3",
             "--train-size", "3000", "--val-size", "200", "--batch-size", "50", "--free-steps", "40",
-            "--nudged-steps", "10", "--lr", "0.02", "--solver", "anderson", "--out", str(out), "--no-progress"]
+            "--nudged-steps", "10", "--lr", "0.02", "--solver", "anderson", "--sweep", "--anderson-patience", "2",
+            "--out", str(out), "--no-progress"]
 
 
 def _params(path: Path) -> list[np.ndarray]:

@@ -20,7 +20,8 @@ from eqn.runtime._estimators import nudge_response
 
 SOLVER = FixedStep(max_steps=4000, tol=1e-13)
 # The identities must hold whichever solver finds the fixed points.
-SOLVERS = {"fixed": SOLVER, "anderson": Anderson(max_steps=4000, tol=1e-13)}
+SOLVERS = {"fixed": SOLVER, "anderson": Anderson(max_steps=4000, tol=1e-13),
+           "anderson_sweep": Anderson(max_steps=4000, tol=1e-13, sweep=True, patience=2)}
 
 
 def _flat(tree) -> np.ndarray:
