@@ -6,10 +6,13 @@
 Reference configuration (issue 4): the reciprocal asymmetric MLP 784-256-256-10, batch 50,
 |β| = 0.5, hEP with N = 2, 4, 6 with and without the homeostatic loss, on real Fashion-MNIST
 images, after 300 warm-up training steps (at initialisation the dynamics contract in a few steps
-and every solver looks fast). Each configuration runs three times: "fixed" (exactly 150 free and
+and every solver looks fast). Each configuration runs four times: "fixed" (exactly 150 free and
 20 nudged steps per phase, the papers' setting), "fast" (Anderson acceleration with the same step
-budgets, stopping as soon as every sample's residual is as small as the fixed run's largest one)
-and "plain+tol" (plain steps with that stopping rule). Also the Hopfield MLP, the predictive-coding
+budgets, block Gauss–Seidel sweeps over the compiler's blocks and Anderson's stall rule, stopping as
+soon as every sample is three times closer to its fixed point than the fixed run left the worst one)
+and "plain+tol" (plain steps with that stopping rule), "sweep+tol" (block Gauss–Seidel sweeps, no
+extrapolation). The fast solver also runs on four more batches, to show that one batch is not a
+lucky draw. Also the Hopfield MLP, the predictive-coding
 net and the small CNN. Baselines: the machine's float32 matmul peak, a backprop step of the equivalent
 feed-forward network with optax, and `rbp` (the exact gradient) for the cosine.
 """
@@ -86,6 +89,19 @@ def data(model, count=BATCH):
         images = np.pad(images, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     labels = jax.nn.one_hot(train.labels[:count * 7], 10)
     return jnp.asarray(images), jnp.asarray(labels)
+
+
+# The fast runs stop each phase at a third of the residual the fixed run left its worst sample at.
+# At exactly that residual the fast solver matches the fixed run's worst sample but leaves every
+# sample near it, while 150 fixed steps carry most samples far below it (median 3e-6 against
+# 1.1e-4): the gradient's cosine with rbp was then 0.0014 lower than fixed's (hand notes).
+FAST_TOL_FRACTION = 1 / 3
+
+
+def fast_solver(max_steps: int, tol: float) -> Anderson:
+    """The accelerated solver every "fast" row uses: Anderson on block Gauss–Seidel sweeps, with the
+    stall rule (a sample that stagnates takes plain sweeps while those are seen to help)."""
+    return Anderson(max_steps=max_steps, tol=tol, sweep=True, patience=2)
 
 
 def make_step(estimator: str, options: dict, optimizer):
@@ -197,6 +213,29 @@ def peak_memory(model, x, y, estimator: str, steps: int) -> int:
     return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
 
 
+def other_batches(model, xs, ys, exact_solver, count: int = 5) -> list[dict]:
+    """hEP N = 2 on the first `count` batches: fixed against fast, each phase's tolerance set from
+    that batch's fixed run, with both gradients' cosines against that batch's `rbp`."""
+    rows = []
+    for b in range(count):
+        x, y = xs[b * BATCH:(b + 1) * BATCH], ys[b * BATCH:(b + 1) * BATCH]
+        fixed_options = dict(beta=0.5, n=2, free_solver=FixedStep(max_steps=150, tol=0.0),
+                             nudged_solver=FixedStep(max_steps=20, tol=0.0))
+        fixed = measure(model, x, y, "hep", fixed_options, 1)
+        fast_options = dict(fixed_options,
+                            free_solver=fast_solver(150, FAST_TOL_FRACTION * fixed["free_residual"]),
+                            nudged_solver=fast_solver(20, FAST_TOL_FRACTION * fixed["nudged_residual"]))
+        fast = measure(model, x, y, "hep", fast_options, 1)
+        exact = measure(model, x, y, "rbp", dict(free_solver=exact_solver), 1)
+        rows.append({"batch": b, "fixed_free_residual": fixed["free_residual"],
+                     "fixed_nudged_residual": fixed["nudged_residual"], "fixed_cosine": cosine(fixed["grads"], exact["grads"]),
+                     **{k: fast[k] for k in ("free_steps", "nudged_steps", "field_evaluations", "free_residual",
+                                             "nudged_residual")},
+                     "cosine": cosine(fast["grads"], exact["grads"])})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -225,19 +264,24 @@ def main() -> None:
             # "at the same final residual": stop each phase as soon as every sample is as close to
             # its fixed point as the fixed-length phase left the worst one
             free_tol, nudged_tol = fixed["free_residual"], fixed["nudged_residual"]
-            fast_options = dict(fixed_options, free_solver=Anderson(max_steps=150, tol=free_tol),
-                                nudged_solver=Anderson(max_steps=20, tol=nudged_tol))
+            fast_options = dict(fixed_options, free_solver=fast_solver(150, FAST_TOL_FRACTION * free_tol),
+                                nudged_solver=fast_solver(20, FAST_TOL_FRACTION * nudged_tol))
             fast = measure(reference, x, y, "hep", fast_options, repeats)
             plain_options = dict(fixed_options, free_solver=FixedStep(max_steps=150, tol=free_tol),
                                  nudged_solver=FixedStep(max_steps=20, tol=nudged_tol))
             plain = measure(reference, x, y, "hep", plain_options, repeats)
+            sweep_options = dict(fixed_options, free_solver=FixedStep(max_steps=150, tol=free_tol, sweep=True),
+                                 nudged_solver=FixedStep(max_steps=20, tol=nudged_tol, sweep=True))
+            swept = measure(reference, x, y, "hep", sweep_options, repeats)
             # the referee: the exact loss gradient plus the same homeostatic term (same key, same probes)
             exact = measure(reference, x, y, "rbp", dict(free_solver=exact_solver, homeostasis=homeostasis,
                                                          homeostasis_samples=5), 1)
-            for name, r in (("fixed", fixed), ("fast", fast), ("plain+tol", plain)):
+            for name, r in (("fixed", fixed), ("fast", fast), ("plain+tol", plain), ("sweep+tol", swept)):
                 r["cosine_rbp"] = cosine(r.pop("grads"), exact["grads"])
                 rows.append({"model": "reciprocal_mlp", "n": n, "homeostasis": homeostasis, "solver": name, **r})
                 print(rows[-1], flush=True)
+
+    results["batches"] = other_batches(reference, xs, ys, exact_solver)
 
     for name, estimator, options in [
         ("hopfield_mlp", "hep", dict(beta=0.5, n=2)),
@@ -247,7 +291,7 @@ def main() -> None:
         model = eqn.compile(ROOT / "models" / f"{name}.eqn")
         mx, my = data(model, count=BATCH)
         for solver_name, make in (("fixed", lambda k: FixedStep(max_steps=k, tol=0.0)),
-                                  ("fast", lambda k: Anderson(max_steps=k, tol=1e-5))):
+                                  ("fast", lambda k: fast_solver(k, 1e-5))):
             opts = dict(options, free_solver=make(150), nudged_solver=make(20))
             r = measure(model, mx[:BATCH], my[:BATCH], estimator, opts, max(2, repeats // 3))
             r.pop("grads")
@@ -288,9 +332,11 @@ def report(results: dict) -> str:
         f"{100 * results['matmul_chain']['gflops'] / peak:.0f} % of the peak: the ceiling for this shape here.",
         "",
         "Training steps (reciprocal MLP after warm-up). \"fixed\": exactly 150 free steps and 20 per nudged phase. "
-        "\"fast\": Anderson acceleration with tolerance stopping, the same budgets, and each phase's tolerance set to "
-        "the residual the fixed run ended with (the same final residual). \"plain+tol\": plain steps with the same "
-        "tolerances, to separate the acceleration from the stopping rule. Other models: \"fast\" stops at "
+        "\"fast\": `Anderson(sweep=True, patience=2)` (Anderson acceleration of block Gauss–Seidel sweeps, with the "
+        "stall rule) with tolerance stopping, the same budgets, and each phase's tolerance set to "
+        "a third of the residual the fixed run ended with (a final residual at most the fixed run's; see "
+        "`FAST_TOL_FRACTION`). \"plain+tol\" and \"sweep+tol\": plain steps and sweeps without extrapolation, "
+        "stopping at the fixed run's residual, to separate the acceleration from the stopping rule. Other models: \"fast\" stops at "
         "‖F‖ ≤ 1e-5. Residuals are the largest over the batch. Field evaluations count every phase "
         "actually run (conjugate β pairs run once); the issue's fixed budget is 150 + N·20. The cosine is against "
         "`rbp` with the same homeostatic term.",
@@ -306,6 +352,15 @@ def report(results: dict) -> str:
             f"{r['step_ms']:.1f} | {r['samples_per_s']:.0f} | {r['free_steps']} | {r['nudged_steps']} | "
             f"{r['field_evaluations']} | {budget / max(r['field_evaluations'], 1):.1f}× | {r['free_residual']:.1e} | "
             f"{r['nudged_residual']:.1e} | {r.get('cosine_rbp', float('nan')):.4f} |")
+    lines += ["", "The fast solver on the first five batches (hEP N = 2, λ = 0; tolerances a third of each batch's fixed run's; "
+              "res ratio = fast's final residual over fixed's, ≤ 1 is the same final residual or better):", "",
+              "| batch | evals/step | 190 ÷ evals | free evals | nudged evals/phase | free res ratio | nudged res ratio "
+              "| cos vs rbp, fixed | cos vs rbp, fast |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["batches"]:
+        lines.append(
+            f"| {r['batch']} | {r['field_evaluations']} | {190 / max(r['field_evaluations'], 1):.1f}× | {r['free_steps']} | "
+            f"{r['nudged_steps']} | {r['free_residual'] / r['fixed_free_residual']:.2f} | "
+            f"{r['nudged_residual'] / r['fixed_nudged_residual']:.2f} | {r['fixed_cosine']:.4f} | {r['cosine']:.4f} |")
     lines += ["", "XLA compile time of a training step (hEP N = 2), every MLP of the zoo:", "",
               "| model | compile s |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in results["compile_s"].items()]
