@@ -129,6 +129,11 @@ class _Checker:
                 self.maps.append(s)
 
     def _declare(self, name: str, kind: str, span: ast.Span) -> bool:
+        if kind != "function" and (name in LIBRARY or _functions.lookup(name) is not None):
+            # `param exp` would leave `exp(u)` the library's and `exp` alone the param: refuse it
+            what = "built-in" if name in LIBRARY else "registered Python"
+            self.error(EqnNameError, f"'{name}' is a {what} function; choose another name for this {kind}", span)
+            return False
         if name in self.declared:
             first_kind, first = self.declared[name]
             self.error(EqnNameError, f"'{name}' is already declared as {_a(first_kind)} at line {first.line}", span)
