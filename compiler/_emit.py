@@ -58,19 +58,33 @@ def _logsumexp(x):
 
 
 def _conv(x, kernel, stride, padding):
+    """conv of a [C, H, W] image with an [O, C, kh, kw] kernel, run channels-last: XLA:CPU runs an
+    NCHW convolution inside a loop body about 10× slower than the same one outside it
+    (jax-ml/jax#12868), and the dynamics are loops."""
     dtype = jnp.result_type(x, kernel)
     out = jax.lax.conv_general_dilated(
-        x[None].astype(dtype), kernel.astype(dtype), (stride, stride), [(padding, padding), (padding, padding)],
-        dimension_numbers=("NCHW", "OIHW", "NCHW"))
-    return out[0]
+        jnp.transpose(x, (1, 2, 0))[None].astype(dtype), jnp.transpose(kernel, (2, 3, 1, 0)).astype(dtype),
+        (stride, stride), [(padding, padding), (padding, padding)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.transpose(out[0], (2, 0, 1))
 
 
 def _conv_transpose(h, kernel, stride, padding, shape):
-    """The exact adjoint of `conv` with respect to its input (transposed convolution)."""
+    """The exact adjoint of `conv` with respect to its input (transposed convolution) for an input
+    of `shape` [C, H, W]: the kernel flipped with its channels swapped, run over the input dilated
+    by the stride, channels-last like `conv` (JAX's own transpose rule picks a layout that is
+    again slow inside loops)."""
     dtype = jnp.result_type(h, kernel)
-    transpose = jax.linear_transpose(lambda z: _conv(z, kernel.astype(dtype), stride, padding),
-                                     jax.ShapeDtypeStruct(shape, dtype))
-    return transpose(h.astype(dtype))[0]
+    size = kernel.shape[2:]
+    pads = []
+    for axis in (0, 1):
+        n, m, k = shape[1 + axis], h.shape[1 + axis], size[axis]
+        extra = n - ((m - 1) * stride + k - 2 * padding)  # rows the forward conv's stride skipped
+        pads.append((k - 1 - padding, k - 1 - padding + extra))
+    flipped = jnp.transpose(kernel[:, :, ::-1, ::-1], (2, 3, 0, 1)).astype(dtype)  # [kh, kw, O, C]
+    out = jax.lax.conv_general_dilated(
+        jnp.transpose(h, (1, 2, 0))[None].astype(dtype), flipped, (1, 1), pads, lhs_dilation=(stride, stride),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.transpose(out[0], (2, 0, 1))
 
 
 def _softpool(x, size, stride, tau):
@@ -162,6 +176,9 @@ def _apply(node: Op, values: list) -> Any:
 def _pullback(node: Op, values: list):
     *primals, cotangent = values
     primal = Op(node.attr("primal_shape"), None, op=node.attr("of"), args=(), attrs=node.attr("inner"))
+    if primal.op == "conv" and node.attr("index") == 0:  # the dynamics' feedback: keep it channels-last
+        return _conv_transpose(cotangent, primals[1], primal.attr("stride"), primal.attr("padding"),
+                               jnp.shape(primals[0]))
     dtype = jnp.result_type(*primals, cotangent)
     primals = [jnp.asarray(p).astype(dtype) if jnp.issubdtype(dtype, jnp.complexfloating) else p for p in primals]
     out, pull = jax.vjp(lambda *args: _apply(primal, list(args)), *primals)
