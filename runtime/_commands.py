@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
     if args.adjoint:
         options["adjoint"] = args.adjoint
     config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, schedule=args.schedule,
+                         weight_decay=args.weight_decay, clip_norm=args.clip_norm, schedule=args.schedule,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, max_residual=args.max_residual,
                          devices=args.devices, options=options)
@@ -241,6 +241,8 @@ def register(sub) -> None:
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--schedule", choices=["cosine"], default=None)
+    train.add_argument("--clip-norm", type=float, default=None, metavar="C",
+                       help="rescale a gradient whose global norm exceeds C (metrics.jsonl records how often)")
     train.add_argument("--lr-scale", action="append", metavar="PARAM=SCALE", help="per-parameter learning-rate scale")
     train.add_argument("--homeostasis", type=float, default=0.0, help="λ of the homeostatic loss")
     train.add_argument("--homeostasis-samples", type=int, default=1)

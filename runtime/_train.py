@@ -35,6 +35,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    clip_norm: float | None = None  # rescale any gradient whose global norm exceeds this
     schedule: str | None = None  # None or "cosine"
     final_lr_fraction: float = 0.0
     lr_scales: dict[str, float] = field(default_factory=dict)
@@ -52,9 +53,13 @@ class TrainConfig:
 
 
 def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """optax SGD (momentum) or Adam, with weight decay, an optional cosine schedule, and
-    per-parameter learning-rate scales (as in the papers' layer-wise tables)."""
+    """optax SGD (momentum) or Adam, with weight decay, an optional cosine schedule,
+    per-parameter learning-rate scales (as in the papers' layer-wise tables), and optional
+    clipping of the gradient's global norm (applied first, to the whole gradient)."""
     total = max(1, steps_per_epoch * config.epochs)
+    if config.clip_norm is not None and not config.clip_norm > 0:
+        raise ValueError(f"clip_norm must be positive, got {config.clip_norm}")
+    clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
 
     def build(lr):
         if config.schedule == "cosine":
@@ -72,13 +77,13 @@ def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.Gr
     if unknown:
         raise ValueError(f"--lr-scale names unknown parameters: {', '.join(sorted(unknown))}")
     if not config.lr_scales:
-        return build(config.lr)
+        return optax.chain(*clip, build(config.lr))
     labels = jax.tree_util.tree_map(lambda _: "1", model)
     labels = eqx.tree_at(lambda m: [getattr(m, p) for p in config.lr_scales], labels,
                          [str(s) for s in config.lr_scales.values()])
     groups = {str(s): build(config.lr * float(s)) for s in set(config.lr_scales.values()) | {1}}
     groups.setdefault("1", build(config.lr))
-    return optax.multi_transform(groups, labels)
+    return optax.chain(*clip, optax.multi_transform(groups, labels))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -151,6 +156,7 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
     @eqx.filter_jit(donate="all")
     def step(model, opt_state, x, y, key):
         grads, info = estimate(model, x, y, estimator, key=key, **options)
+        info["gradient_norm"] = optax.tree.norm(grads)
         updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         new_model = eqx.apply_updates(model, updates)
         residuals = [info[k] for k in ("free_residual", "nudged_residual") if k in info]
@@ -283,7 +289,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     global_step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch + 1, config.epochs + 1):
         started = time.time()
-        losses, errors, free_res, nudged_res, homeo, evaluations = [], [], [], [], [], []
+        losses, errors, free_res, nudged_res, homeo, evaluations, norms = [], [], [], [], [], [], []
         batches: Iterable = data.batches(config.batch_size, seed=config.seed, epoch=epoch)
         if progress:
             from tqdm.auto import tqdm
@@ -308,6 +314,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             free_res.append(info.get("free_residual", float("nan")))
             nudged_res.append(info.get("nudged_residual", float("nan")))
             evaluations.append(info["field_evaluations"])
+            norms.append(info["gradient_norm"])
             if "homeostatic_loss" in info:
                 homeo.append(info["homeostatic_loss"])
             if progress:
@@ -319,7 +326,10 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             break  # stopped inside the epoch: nothing of it is recorded or checkpointed
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
                   "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res),
-                  "field_evaluations": float(np.mean(evaluations))}
+                  "field_evaluations": float(np.mean(evaluations)),
+                  "gradient_norm_median": float(np.median(norms)), "gradient_norm_max": float(np.max(norms))}
+        if config.clip_norm:
+            record["clipped_fraction"] = float(np.mean(np.asarray(norms) > config.clip_norm))
         if homeo:
             record["homeostatic_loss"] = float(np.mean(homeo))
         if val is not None:

@@ -140,6 +140,25 @@ def test_per_parameter_learning_rate_scales_and_cosine_schedule():
         train(model, data, config=TrainConfig(lr_scales={"nope": 1.0}, batch_size=20), progress=False)
 
 
+def test_gradient_clipping_rescales_to_the_global_norm_and_is_recorded():
+    """One SGD step (no momentum) moves θ by −lr·g·min(1, C/‖g‖), ‖g‖ over all parameters."""
+    from eqn.runtime import estimate
+    model = tiny_model("reciprocal_mlp")
+    data = teacher_data(model, count=20)
+    x, y = jnp.asarray(data.images), jnp.asarray(np.eye(3)[data.labels])
+    grads, _ = estimate(model, x, y, "true", **OPTIONS)
+    norm = float(np.sqrt(sum(np.sum(np.asarray(g) ** 2) for g in jax.tree_util.tree_leaves(grads))))
+    for clip, scale in ((0.1 * norm, 0.1), (10 * norm, 1.0)):
+        config = TrainConfig(estimator="true", lr=0.05, momentum=0.0, clip_norm=clip, batch_size=20,
+                             options=dict(OPTIONS))
+        trained, history = train(model, data, config=config, progress=False)
+        np.testing.assert_allclose(trained.W21f - model.W21f, -0.05 * scale * grads.W21f, rtol=1e-6, atol=1e-12)
+        assert history[0]["clipped_fraction"] == (1.0 if scale < 1 else 0.0)
+        np.testing.assert_allclose(history[0]["gradient_norm_max"], norm, rtol=1e-9)
+    with pytest.raises(ValueError, match="clip_norm must be positive"):
+        train(model, data, config=TrainConfig(clip_norm=-1.0, batch_size=20), progress=False)
+
+
 def test_noise_and_random_sign_options_act_and_are_reproducible():
     from eqn.runtime import estimate
     model = tiny_model("hopfield_mlp")
