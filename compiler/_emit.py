@@ -176,9 +176,6 @@ def _apply(node: Op, values: list) -> Any:
 def _pullback(node: Op, values: list):
     *primals, cotangent = values
     primal = Op(node.attr("primal_shape"), None, op=node.attr("of"), args=(), attrs=node.attr("inner"))
-    if primal.op == "conv" and node.attr("index") == 0:  # the dynamics' feedback: keep it channels-last
-        return _conv_transpose(cotangent, primals[1], primal.attr("stride"), primal.attr("padding"),
-                               jnp.shape(primals[0]))
     dtype = jnp.result_type(*primals, cotangent)
     primals = [jnp.asarray(p).astype(dtype) if jnp.issubdtype(dtype, jnp.complexfloating) else p for p in primals]
     out, pull = jax.vjp(lambda *args: _apply(primal, list(args)), *primals)

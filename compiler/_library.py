@@ -177,10 +177,19 @@ def _vjp_softmax(n: Op, ct: Node):
     return (mul(n, sub(ct, dot(ct, n))),)
 
 
+def _vjp_conv(n: Op, ct: Node):
+    """The input's cotangent is the transposed convolution with the same kernel, stride and
+    padding (the dynamics' feedback path, so the rules print it and it runs channels-last); the
+    kernel's goes through jax.vjp."""
+    x, _ = n.args
+    return (op("conv_transpose", (ct, n.args[1]), x.shape, n.attrs), pullback(n, ct)[1])
+
+
 def _opaque():
     register_op("softmax", holomorphic=True, vjp=_vjp_softmax)
     register_op("logsumexp", holomorphic=True, vjp=_vjp_logsumexp)
-    for name in ("conv", "conv_transpose", "softpool"):
+    register_op("conv", holomorphic=True, vjp=_vjp_conv)
+    for name in ("conv_transpose", "softpool"):
         register_op(name, holomorphic=True, vjp=pullback)
 
 

@@ -33,3 +33,17 @@ def test_conv_matches_a_direct_sum():
     for o, r, s in [(0, 0, 0), (2, 4, 5), (1, 2, 3)]:
         expected = np.sum(np.asarray(kernel)[o] * padded[:, r:r + 3, s:s + 3])
         np.testing.assert_allclose(float(out[o, r, s]), expected, rtol=1e-12)
+
+
+def test_the_feedback_through_a_conv_derives_into_conv_transpose():
+    """`grad(u2 . P(conv(s1, W)), s1)` differentiates conv's input into a conv_transpose node with
+    the same kernel, stride and padding: what `eqn show` prints, and what runs channels-last."""
+    from helpers import tiny_model
+    from eqn.compiler._ir import Op, walk
+
+    program = tiny_model("conv_small").program
+    ops = [n for n in walk(program.dynamics["u1"]) if isinstance(n, Op)]
+    (transpose,) = [n for n in ops if n.op == "conv_transpose"]
+    assert transpose.args[1].name == "W2b" and transpose.attr("padding") == 1 and transpose.attr("stride") == 1
+    assert transpose.shape == program.states["u1"]
+    assert not any(n.op == "vjp" and n.attr("of") == "conv" and n.attr("index") == 0 for n in ops)
