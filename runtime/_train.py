@@ -59,7 +59,10 @@ def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.Gr
     total = max(1, steps_per_epoch * config.epochs)
     if config.clip_norm is not None and not config.clip_norm > 0:
         raise ValueError(f"clip_norm must be positive, got {config.clip_norm}")
-    clip = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+
+    def clipped(transform):
+        # without clipping the optimiser state keeps its structure, so earlier checkpoints load
+        return optax.chain(optax.clip_by_global_norm(config.clip_norm), transform) if config.clip_norm else transform
 
     def build(lr):
         if config.schedule == "cosine":
@@ -77,13 +80,13 @@ def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.Gr
     if unknown:
         raise ValueError(f"--lr-scale names unknown parameters: {', '.join(sorted(unknown))}")
     if not config.lr_scales:
-        return optax.chain(*clip, build(config.lr))
+        return clipped(build(config.lr))
     labels = jax.tree_util.tree_map(lambda _: "1", model)
     labels = eqx.tree_at(lambda m: [getattr(m, p) for p in config.lr_scales], labels,
                          [str(s) for s in config.lr_scales.values()])
     groups = {str(s): build(config.lr * float(s)) for s in set(config.lr_scales.values()) | {1}}
     groups.setdefault("1", build(config.lr))
-    return optax.chain(*clip, optax.multi_transform(groups, labels))
+    return clipped(optax.multi_transform(groups, labels))
 
 
 # ----------------------------------------------------------------------------- checkpoints
