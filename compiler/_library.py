@@ -181,8 +181,8 @@ def _vjp_conv(n: Op, ct: Node):
     """The input's cotangent is the transposed convolution with the same kernel, stride and
     padding (the dynamics' feedback path, so the rules print it and it runs channels-last); the
     kernel's goes through jax.vjp."""
-    x, _ = n.args
-    return (op("conv_transpose", (ct, n.args[1]), x.shape, n.attrs), pullback(n, ct)[1])
+    x, kernel = n.args
+    return (op("conv_transpose", (ct, kernel), x.shape, n.attrs), pullback(n, ct)[1])
 
 
 def _opaque():
