@@ -11,9 +11,9 @@ and every solver looks fast). Each configuration runs four times: "fixed" (exact
 budgets, block Gauss–Seidel sweeps over the compiler's blocks and Anderson's stall rule, stopping as
 soon as every sample is three times closer to its fixed point than the fixed run left the worst one),
 "plain+tol" (plain steps stopping as soon as every sample is as close as the fixed run left the worst
-one) and "sweep+tol" (block Gauss–Seidel sweeps, no extrapolation, the same stopping rule). The fast solver also runs on four more batches, to show that one batch is not a
-lucky draw. Also the Hopfield MLP, the predictive-coding
-net and the small CNN. Baselines: the machine's float32 matmul peak, a backprop step of the equivalent
+one) and "sweep+tol" (block Gauss–Seidel sweeps, no extrapolation, the same stopping rule). The
+fast solver also runs on four more batches, to show that one batch is not a lucky draw. Also the
+Hopfield MLP, the predictive-coding net and the small CNN. Baselines: the machine's float32 matmul peak, a backprop step of the equivalent
 feed-forward network with optax, and `rbp` (the exact gradient) for the cosine.
 """
 
@@ -102,6 +102,12 @@ def fast_solver(max_steps: int, tol: float) -> Anderson:
     """The accelerated solver every "fast" row uses: Anderson on block Gauss–Seidel sweeps, with the
     stall rule (a sample that stagnates takes plain sweeps while those are seen to help)."""
     return Anderson(max_steps=max_steps, tol=tol, sweep=True, patience=2)
+
+
+def fixed_length_options(n: int, **extra) -> dict:
+    """hEP with N points at |β| = 0.5 and the papers' fixed phases: exactly 150 free and 20 nudged steps."""
+    return dict(beta=0.5, n=n, free_solver=FixedStep(max_steps=150, tol=0.0),
+                nudged_solver=FixedStep(max_steps=20, tol=0.0), **extra)
 
 
 def fast_options(fixed_options: dict, fixed: dict) -> dict:
@@ -226,8 +232,7 @@ def other_batches(model, xs, ys, exact_solver, count: int = 5) -> list[dict]:
     rows = []
     for b in range(count):
         x, y = xs[b * BATCH:(b + 1) * BATCH], ys[b * BATCH:(b + 1) * BATCH]
-        fixed_options = dict(beta=0.5, n=2, free_solver=FixedStep(max_steps=150, tol=0.0),
-                             nudged_solver=FixedStep(max_steps=20, tol=0.0))
+        fixed_options = fixed_length_options(2)
         fixed = measure(model, x, y, "hep", fixed_options, 1)
         fast = measure(model, x, y, "hep", fast_options(fixed_options, fixed), 1)
         exact = measure(model, x, y, "rbp", dict(free_solver=exact_solver), 1)
@@ -261,9 +266,7 @@ def main() -> None:
     rows = []
     for n in (2, 4, 6):
         for homeostasis in (0.0, 1.0):
-            fixed_options = dict(beta=0.5, n=n, homeostasis=homeostasis, homeostasis_samples=5,
-                                 free_solver=FixedStep(max_steps=150, tol=0.0),
-                                 nudged_solver=FixedStep(max_steps=20, tol=0.0))
+            fixed_options = fixed_length_options(n, homeostasis=homeostasis, homeostasis_samples=5)
             fixed = measure(reference, x, y, "hep", fixed_options, repeats)
             fast = measure(reference, x, y, "hep", fast_options(fixed_options, fixed), repeats)
             # "at the same final residual": the plain runs stop as soon as every sample is as close
