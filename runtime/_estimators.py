@@ -223,11 +223,13 @@ class PointEstimator(Estimator):
     def points(self, opts) -> _Points:
         raise NotImplementedError
 
-    def _groups(self, opts) -> tuple[_Points, list[tuple[jax.Array, jax.Array]]]:
-        """(points, [(betas, weights)] per dtype group) with conjugate pairs folded together."""
-        points = self.points(opts)
+    def _groups(self, opts) -> tuple[jax.Array | None, list[tuple[jax.Array, jax.Array]]]:
+        """(weight of the free point or None, [(betas, weights)] per dtype group), conjugate pairs
+        folded together. The pattern is fixed at |β| = 1 (β_k = |β|p_k, w_k = q_k/|β| for every
+        estimator), so |β| may be traced: a random sign or a β that changes between calls."""
+        unit = self.points(replace(opts, beta=1.0))
         real, complex_ = [], []
-        pending = list(zip(points.betas, points.weights))
+        pending = list(zip(unit.betas, unit.weights))
         while pending:
             beta, weight = pending.pop(0)
             if complex(beta).imag == 0:
@@ -241,12 +243,13 @@ class PointEstimator(Estimator):
             else:
                 pending.pop(partner)
                 complex_.append((beta, 2 * weight))
-        groups = [(jnp.asarray([b for b, _ in group]), jnp.asarray([w for _, w in group]))
+        groups = [(opts.beta * jnp.asarray([b for b, _ in group]), jnp.asarray([w for _, w in group]) / opts.beta)
                   for group in (real, complex_) if group]
-        return points, groups
+        free_weight = unit.free_weight / opts.beta if unit.free_weight else None
+        return free_weight, groups
 
     def _phases(self, model, x, y, free, key, opts):
-        points, groups = self._groups(opts)
+        free_weight, groups = self._groups(opts)
         solver = opts.nudged_solver or opts.free_solver or model.solver
 
         def nudged(beta, k):
@@ -262,35 +265,35 @@ class PointEstimator(Estimator):
             evaluations.append(betas.shape[0] * jnp.max(stats.steps))
         info = {"nudged_residual": jnp.max(jnp.stack(residuals)), "nudged_steps": jnp.max(jnp.stack(steps)),
                 "nudged_evaluations": sum(evaluations)}
-        return points, phases, info
+        return free_weight, phases, info
 
     @staticmethod
-    def _combine(points, phases, free) -> dict:
+    def _combine(free_weight, phases, free) -> dict:
         """Re Σ_k w_k u*_{β_k} (+ w₀ u*₀)."""
         response = {k: jnp.zeros_like(v) for k, v in free.items()}
         for _, weights, states in phases:
             for k in response:
                 response[k] = response[k] + jnp.real(jnp.tensordot(weights, states[k], axes=1))
-        if points.free_weight:
-            response = {k: response[k] + points.free_weight * free[k] for k in response}
+        if free_weight is not None:
+            response = {k: response[k] + free_weight * free[k] for k in response}
         return response
 
     def response(self, model, x, y, free, key, opts) -> dict:
         """The estimate of d_βu* = J⁻¹∂C/∂u from the nudged fixed points."""
-        points, phases, _ = self._phases(model, x, y, free, key, opts)
-        return self._combine(points, phases, free)
+        free_weight, phases, _ = self._phases(model, x, y, free, key, opts)
+        return self._combine(free_weight, phases, free)
 
     def _estimate(self, model, x, y, free, key, opts):
-        points, phases, info = self._phases(model, x, y, free, key, opts)
+        free_weight, phases, info = self._phases(model, x, y, free, key, opts)
         if self._path(model, opts) == "energy":
             grads = _zeros_like(model)
             for betas, weights, states in phases:
                 per_point = jax.vmap(lambda s, b, w: energy_param_grad(model, s, x, y, b, w))(states, betas, weights)
                 grads = _tree_add(grads, jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), per_point))
-            if points.free_weight:
-                grads = _tree_add(grads, energy_param_grad(model, free, x, y, 0.0, points.free_weight))
+            if free_weight is not None:
+                grads = _tree_add(grads, energy_param_grad(model, free, x, y, 0.0, free_weight))
             return grads, info, free
-        return _from_response(model, x, y, free, self._combine(points, phases, free)), info, free
+        return _from_response(model, x, y, free, self._combine(free_weight, phases, free)), info, free
 
 
 class Classic(PointEstimator):
@@ -595,4 +598,11 @@ def estimate(model, x, y, estimator: str = "hep", *, key=None, **options) -> tup
                          f"'{model.program.name}' is not holomorphic ({lines})")
     opts = Options(**options)
     key = jax.random.PRNGKey(0) if key is None else key
-    return chosen(model, x, y, key, opts)
+    return _estimate_compiled(chosen, model, x, y, key, replace(opts, beta=None), jnp.asarray(opts.beta))
+
+
+@eqx.filter_jit
+def _estimate_compiled(chosen: Estimator, model, x, y, key, opts: Options, beta) -> tuple[Tree, dict]:
+    """One compiled program per estimator and options; |β| is an argument, not a constant, so a
+    sweep over β reuses it."""
+    return chosen(model, x, y, key, replace(opts, beta=beta))
