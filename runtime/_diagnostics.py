@@ -13,7 +13,7 @@ import numpy as np
 
 from ._estimators import Options, RecurrentBackprop, estimate, nudge_response
 from ._init import pair_angles
-from ._solvers import FixedStep, residual_norm
+from ._solvers import FixedStep, residual_norm, without_noise
 
 
 def _cosine(a, b) -> float:
@@ -29,7 +29,7 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
              homeostasis_samples: int = 4, cep_steps: int = 20) -> dict:
     """All scalar diagnostics for one batch, as a dict of floats (and dicts per layer/pair)."""
     key = jax.random.PRNGKey(0) if key is None else key
-    solver = solver or model.solver
+    solver = without_noise(solver or model.solver)
     free, stats = eqx.filter_jit(lambda m, x: m.free(x, solver=solver, return_info=True))(model, x)
     report: dict = {"free_residual": float(stats.residual), "free_steps": int(stats.steps)}
     size = sum(math.prod(s) for s in model.program.states.values())

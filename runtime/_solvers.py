@@ -9,6 +9,7 @@ estimators only call `solve`.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Callable
 
 import equinox as eqx
@@ -77,6 +78,12 @@ class FixedPointSolver(eqx.Module):
     @abc.abstractmethod
     def solve(self, field: Callable, u0, dt: float, key=None) -> tuple[dict, SolveStats]:
         ...
+
+
+def without_noise(solver: FixedPointSolver) -> FixedPointSolver:
+    """The same solver with neuron noise off: evaluation and diagnostics look at the network
+    itself, while noise perturbs the training phases only."""
+    return dataclasses.replace(solver, noise=0.0) if getattr(solver, "noise", 0.0) else solver
 
 
 class FixedStep(FixedPointSolver):

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from ._estimators import Options, estimate, get_estimator
-from ._solvers import FixedStep, residual_norm
+from ._solvers import FixedStep, residual_norm, without_noise
 
 
 class DivergenceError(RuntimeError):
@@ -174,7 +174,7 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
 
 
 def make_evaluator(model, config: TrainConfig):
-    solver = config.options.get("free_solver") or model.solver
+    solver = without_noise(config.options.get("free_solver") or model.solver)
 
     @eqx.filter_jit
     def evaluate_batch(model, x, y):
@@ -207,7 +207,7 @@ def symmetry_at_free_point(model, x, config: TrainConfig) -> float | None:
     size = sum(math.prod(s) for s in model.program.states.values())
     if size > 4096:
         return None
-    solver = config.options.get("free_solver") or model.solver
+    solver = without_noise(config.options.get("free_solver") or model.solver)
     return float(_mean_symmetry(model, x, solver))
 
 
@@ -223,7 +223,7 @@ def _diagnose_failure(model, x, y, config: TrainConfig, info: dict, step: int) -
     bad_phase, residual = next(((p, r) for p, r in phases if r is not None and
                                 (not np.isfinite(float(r)) or float(r) > config.max_residual)),
                                ("gradient", None))
-    solver = config.options.get("free_solver") or model.solver
+    solver = without_noise(config.options.get("free_solver") or model.solver)
     state = model.free(x, solver=solver)
     offending = [name for name, v in state.items() if not bool(jnp.all(jnp.isfinite(v)))]
     detail = f"state {offending[0]!r} is not finite" if offending else "all free states are finite"

@@ -177,3 +177,11 @@ def test_noise_and_random_sign_options_act_and_are_reproducible():
         minus, _ = estimate(model, x, y, "classic", beta=-0.3)
         signs.add("+" if np.allclose(g.W1, plus.W1) else "-" if np.allclose(g.W1, minus.W1) else "?")
     assert signs == {"+", "-"}
+    # inside the jitted training step too; evaluation runs the noise-free network
+    config = TrainConfig(estimator="classic", lr=0.05, epochs=1, batch_size=4,
+                         options=dict(beta=0.3, random_sign=True, **noisy))
+    first, history = train(model, data, val=data, config=config, progress=False)
+    again, _ = train(model, data, val=data, config=config, progress=False)
+    np.testing.assert_array_equal(first.W1, again.W1)
+    assert not np.allclose(first.W1, model.W1)
+    assert history[-1]["val_loss"] == evaluate(first, data, config)["loss"]
