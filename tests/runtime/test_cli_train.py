@@ -27,6 +27,16 @@ def _command(out: Path) -> list[str]:
             "--out", str(out), "--no-progress"]
 
 
+@pytest.fixture(scope="module")
+def shared_cache_env(tmp_path_factory) -> dict:
+    """The environment of the `eqn` subprocesses: one persistent XLA compilation cache, so a
+    restarted run loads the programs the first run compiled (the same executables) instead of
+    compiling them again."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+
+
 def _params(path: Path) -> list[np.ndarray]:
     import eqn
     from eqn.runtime import load_checkpoint
@@ -36,12 +46,13 @@ def _params(path: Path) -> list[np.ndarray]:
     return [np.asarray(getattr(loaded, p)) for p in loaded.program.params]
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shared_cache_env):
     full = tmp_path / "full"
-    subprocess.run(_command(full), check=True, capture_output=True, timeout=600)
+    subprocess.run(_command(full), check=True, capture_output=True, timeout=600, env=shared_cache_env)
 
     cut = tmp_path / "cut"
-    process = subprocess.Popen(_command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(_command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=shared_cache_env)
     metrics = cut / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -56,7 +67,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     done = [json.loads(l)["epoch"] for l in metrics.read_text().splitlines()]
     assert done and done[-1] < 3
 
-    resumed = subprocess.run(_command(cut) + ["--resume"], capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_command(cut) + ["--resume"], capture_output=True, text=True, timeout=600,
+                             env=shared_cache_env)
     assert resumed.returncode == 0, resumed.stderr
     assert "final validation error" in resumed.stdout
     for a, b in zip(_params(cut / "checkpoint.eqx"), _params(full / "checkpoint.eqx")):
@@ -69,7 +81,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     assert 0.0 <= records[-1]["val_error"] < 0.9
 
     plotted = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "plot", str(cut)], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, env=shared_cache_env)
     assert plotted.returncode == 0 and (cut / "curves.png").stat().st_size > 1000
 
 
