@@ -6,6 +6,7 @@ that a diverging phase stops with a message and the last finite parameters stay 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -174,15 +175,16 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
 
 
 def make_evaluator(model, config: TrainConfig):
+    """(model, x, y) → (wrong answers, summed loss, largest free residual) for a batch."""
     solver = without_noise(config.options.get("free_solver") or model.solver)
+    return functools.partial(_evaluate_batch, solver=solver)
 
-    @eqx.filter_jit
-    def evaluate_batch(model, x, y):
-        state, stats = model.free(x, solver=solver, return_info=True)
-        wrong = jnp.sum(jnp.argmax(model.prediction(state, x), -1) != jnp.argmax(y, -1))
-        return wrong, jnp.sum(model.cost(state, y, x)), stats.residual
 
-    return evaluate_batch
+@eqx.filter_jit
+def _evaluate_batch(model, x, y, solver):
+    state, stats = model.free(x, solver=solver, return_info=True)
+    wrong = jnp.sum(jnp.argmax(model.prediction(state, x), -1) != jnp.argmax(y, -1))
+    return wrong, jnp.sum(model.cost(state, y, x)), stats.residual
 
 
 def evaluate(model, dataset, config: TrainConfig, evaluator=None, placement: Placement | None = None) -> dict:
