@@ -33,16 +33,16 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
     free, stats = eqx.filter_jit(lambda m, x: m.free(x, solver=solver, return_info=True))(model, x)
     report: dict = {"free_residual": float(stats.residual), "free_steps": int(stats.steps)}
     size = sum(math.prod(s) for s in model.program.states.values())
-    if size <= 4096:
-        report["symmetry"] = float(jnp.mean(model.symmetry(free, x)))
-    report["homeostatic_loss"] = float(jnp.mean(model.homeostatic_loss(free, x, key, homeostasis_samples)))
+    at_free = _jacobian_diagnostics(model, x, y, free, key, homeostasis_samples, dense=size <= 4096)
+    if "symmetry" in at_free:
+        report["symmetry"] = float(at_free["symmetry"])
+    report["homeostatic_loss"] = float(at_free["homeostatic_loss"])
     report["pair_angles_degrees"] = pair_angles(model)
     response = nudge_response(model, x, y, free, "hep", beta=beta, n=n, free_solver=solver)
-    delta = RecurrentBackprop().adjoint(model, x, y, free) if size <= 4096 else None
-    if delta is not None:
+    if "delta" in at_free:
         # dβs = φ'(u)·dβu in the coordinates EP reads against δ of the dynamics' field: they are
         # equal when EP is exact (homeostasis Fig. 4d compares these two).
-        slopes = model.coordinate_slopes(free)
+        slopes, delta = at_free["slopes"], at_free["delta"]
         report["cosine_response_delta"] = {s: _cosine(slopes[s] * response[s], delta[s])
                                            for s in model.program.states}
     exact, _ = estimate(model, x, y, "rbp" if size <= 4096 else "bptt", free_solver=solver)
@@ -54,6 +54,18 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
     report[f"{continual}_bptt_angle_degrees"] = math.degrees(math.acos(max(-1.0, min(1.0, _cosine(
         _flat(cont), _flat(bptt))))))
     return report
+
+
+@eqx.filter_jit
+def _jacobian_diagnostics(model, x, y, free, key, homeostasis_samples: int, dense: bool) -> dict:
+    """The homeostatic loss, and where a dense Jacobian is affordable the symmetry measure and
+    δ = J^{-T}∂C/∂u with the coordinate slopes φ'(u), in one compiled program."""
+    out = {"homeostatic_loss": jnp.mean(model.homeostatic_loss(free, x, key, homeostasis_samples))}
+    if dense:
+        out["symmetry"] = jnp.mean(model.symmetry(free, x))
+        out["delta"] = RecurrentBackprop().adjoint(model, x, y, free)
+        out["slopes"] = model.coordinate_slopes(free)
+    return out
 
 
 def stability_map(model, x, y, *, radius: float = 2.0, resolution: int = 41, steps: int = 200,

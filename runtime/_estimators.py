@@ -582,7 +582,13 @@ def nudge_response(model, x, y, free, method: str = "true", *, key=None, **optio
     if not hasattr(chosen, "response"):
         raise ValueError(f"estimator {method!r} does not estimate d_βu*")
     key = jax.random.PRNGKey(0) if key is None else key
-    return chosen.response(model, x, y, free, key, Options(**options))
+    opts = Options(**options)
+    return _response_compiled(chosen, model, x, y, free, key, replace(opts, beta=None), jnp.asarray(opts.beta))
+
+
+@eqx.filter_jit
+def _response_compiled(chosen: Estimator, model, x, y, free, key, opts: Options, beta) -> dict:
+    return chosen.response(model, x, y, free, key, replace(opts, beta=beta))
 
 
 def estimate(model, x, y, estimator: str = "hep", *, key=None, **options) -> tuple[Tree, dict]:
