@@ -576,14 +576,21 @@ def get_estimator(name: str) -> Estimator:
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}") from None
 
 
+def _static_and_beta(options: dict) -> tuple[Options, jax.Array]:
+    """The options a compiled program is specialised on, and |β| as its argument."""
+    opts = Options(**options)
+    if opts.beta == 0:
+        raise ValueError("beta must be nonzero: the EP estimates divide by β")
+    return replace(opts, beta=None), jnp.asarray(opts.beta)
+
+
 def nudge_response(model, x, y, free, method: str = "true", *, key=None, **options) -> dict:
     """d_βu* at the free fixed point `free`, estimated by `method` (classic, symmetric, hep, true)."""
     chosen = get_estimator(method)
     if not hasattr(chosen, "response"):
         raise ValueError(f"estimator {method!r} does not estimate d_βu*")
     key = jax.random.PRNGKey(0) if key is None else key
-    opts = Options(**options)
-    return _response_compiled(chosen, model, x, y, free, key, replace(opts, beta=None), jnp.asarray(opts.beta))
+    return _response_compiled(chosen, model, x, y, free, key, *_static_and_beta(options))
 
 
 @eqx.filter_jit
@@ -602,9 +609,8 @@ def estimate(model, x, y, estimator: str = "hep", *, key=None, **options) -> tup
         lines = ", ".join(f"{n.operation} at line {n.span.line}" for n in model.program.non_holomorphic)
         raise ValueError(f"estimator '{estimator}' evaluates the dynamics at complex β, but model "
                          f"'{model.program.name}' is not holomorphic ({lines})")
-    opts = Options(**options)
     key = jax.random.PRNGKey(0) if key is None else key
-    return _estimate_compiled(chosen, model, x, y, key, replace(opts, beta=None), jnp.asarray(opts.beta))
+    return _estimate_compiled(chosen, model, x, y, key, *_static_and_beta(options))
 
 
 @eqx.filter_jit

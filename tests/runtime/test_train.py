@@ -177,6 +177,8 @@ def test_noise_and_random_sign_options_act_and_are_reproducible():
         minus, _ = estimate(model, x, y, "classic", beta=-0.3)
         signs.add("+" if np.allclose(g.W1, plus.W1) else "-" if np.allclose(g.W1, minus.W1) else "?")
     assert signs == {"+", "-"}
+    with pytest.raises(ValueError, match="beta must be nonzero"):
+        estimate(model, x, y, "classic", beta=0.0)
     # inside the jitted training step too; evaluation runs the noise-free network
     config = TrainConfig(estimator="classic", lr=0.05, epochs=1, batch_size=4,
                          options=dict(beta=0.3, random_sign=True, **noisy))
