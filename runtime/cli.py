@@ -220,5 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `eqn` command: `main` with compiled programs cached on disk between runs."""
+    from ._compile_cache import enable_compile_cache
+
+    enable_compile_cache()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -29,12 +29,13 @@ def _command(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shared_cache_env(tmp_path_factory) -> dict:
-    """The environment of the `eqn` subprocesses: one persistent XLA compilation cache, so a
-    restarted run loads the programs the first run compiled (the same executables) instead of
-    compiling them again."""
-    cache = tmp_path_factory.mktemp("xla_cache")
-    return dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    """The environment of the `eqn` subprocesses: the command's own compilation cache in a fresh
+    folder, every program cached, so a restarted run loads the programs the first run compiled
+    (the same executables) instead of compiling them again."""
+    cache = tmp_path_factory.mktemp("eqn_cache")
+    env = dict(os.environ, EQN_COMPILE_CACHE=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    return env
 
 
 def _params(path: Path) -> list[np.ndarray]:
@@ -49,6 +50,8 @@ def _params(path: Path) -> list[np.ndarray]:
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shared_cache_env):
     full = tmp_path / "full"
     subprocess.run(_command(full), check=True, capture_output=True, timeout=600, env=shared_cache_env)
+    cached = [p.name for p in Path(shared_cache_env["EQN_COMPILE_CACHE"]).glob("*/jit_step-*-cache")]
+    assert cached, "the command did not cache its training step"
 
     cut = tmp_path / "cut"
     process = subprocess.Popen(_command(cut), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
