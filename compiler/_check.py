@@ -432,6 +432,10 @@ class _Checker:
             if not self._arity(e, 1):
                 return None
             return elementwise_derivative(name, args[0], e.primes, e.span)
+        if e.primes and python is not None and python.elementwise:
+            if not self._arity(e, 1):
+                return None
+            return _functions.derivative_node(python, args[0], e.primes, e.span)
         if e.primes:
             self.error(EqnFunctionError, f"'{name}' is not an elementwise function of one argument, so {name}' "
                        "is not defined", e.func_span)

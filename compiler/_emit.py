@@ -169,7 +169,8 @@ def _apply(node: Op, values: list) -> Any:
     if node.op == "vjp":
         return _pullback(node, values)
     if node.op.startswith("py:"):
-        return _functions.lookup(node.op[3:]).fn(*values)
+        function, order = _functions.split_op_name(node.op)
+        return function.derivative(order)(*values) if order else function.fn(*values)
     raise NotImplementedError(f"no evaluation rule for operation '{node.op}'")
 
 
