@@ -750,6 +750,7 @@ class _Checker:
         coordinates = self.check_coordinates(form)
         cost = self.check_cost(explicit_beta)
         prediction = self.check_prediction()
+        self.check_readout_predicted(cost, [energy] if energy is not None else list(written.values()), prediction)
         self.check_unused()
         for name in self.let_decls:
             self.let(name)
@@ -862,6 +863,20 @@ class _Checker:
                        decl.value.span)
             return None
         return node
+
+    def check_readout_predicted(self, cost: Node | None, dynamics: list[Node], prediction: Node | None) -> None:
+        """A cost that trains a readout (params the dynamics never read) next to a prediction that
+        ignores it: the class would be the argmax of the output state, not of the trained scores."""
+        if cost is None or prediction is not None or any(d is None for d in dynamics):
+            return
+        in_dynamics = {n for d in dynamics for n, v in _ir.free_vars(d).items() if v.kind == "param"}
+        readout = sorted(n for n, v in _ir.free_vars(cost).items() if v.kind == "param" and n not in in_dynamics)
+        if readout:
+            output = next((n for n, d in self.var_decls.items() if d.kind == "state" and d.output), None)
+            names = ", ".join(readout)
+            self.warn(f"the cost trains a readout ({names}) that no 'predict' uses: the predicted class is the argmax "
+                      f"of the output state{f' {output!r}' if output else ''}; add 'predict EXPR' with the "
+                      f"readout's class scores", self.costs[0].span)
 
     def check_ties_and_pairs(self):
         for name, decl in self.tie_decls.items():
