@@ -130,6 +130,7 @@ def cmd_train(args) -> int:
         options["adjoint"] = args.adjoint
     config = TrainConfig(estimator=args.estimator, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, clip_norm=args.clip_norm, schedule=args.schedule,
+                         checkpoint_every=args.checkpoint_every,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, max_residual=args.max_residual,
                          devices=args.devices, options=options)
@@ -266,6 +267,8 @@ def register(sub) -> None:
     train.add_argument("--process-id", type=int, help="this process's id (default: detected)")
     train.add_argument("--out", default=None, help="run directory (metrics.jsonl, checkpoint.eqx)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="also checkpoint every STEPS training steps inside an epoch (long epochs)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(run=cmd_train)
 

@@ -7,6 +7,7 @@ that a diverging phase stops with a message and the last finite parameters stay 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ class TrainConfig:
     eval_batch_size: int = 500
     symmetry_samples: int = 50
     devices: int = 1
+    checkpoint_every: int | None = None  # also checkpoint every this many steps inside an epoch
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -246,6 +248,9 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     Estimator options (beta, n, homeostasis, …, see `Options`) and `TrainConfig` fields may be
     given as keywords. With `out`, each epoch appends to out/metrics.jsonl and writes
     out/checkpoint.eqx atomically; `resume=True` continues from that checkpoint exactly.
+    `checkpoint_every=K` also writes it every K steps inside an epoch, with the epoch's running
+    statistics, so that a run with long epochs loses at most K steps; resuming from such a
+    checkpoint skips the batches already taken and ends as the uninterrupted run would.
     `max_steps` stops after that many training steps in all (for tests and smoke runs).
     """
     config = replace(config or TrainConfig(), **{k: v for k, v in overrides.items()
@@ -263,7 +268,8 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     optimizer = make_optimizer(model, config, steps_per_epoch)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
     out = Path(out) if out is not None else None
-    start_epoch = 0
+    start_epoch = resumed_steps = 0
+    resumed_partial: dict | None = None
     history: list[dict] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -272,6 +278,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if resume and checkpoint.exists():
             model, opt_state, meta = load_checkpoint(checkpoint, model, opt_state)
             start_epoch = int(meta["epochs_done"])
+            resumed_steps, resumed_partial = int(meta.get("steps_done", 0)), meta.get("partial")
             if metrics_path.exists():
                 lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
                 history = [h for h in lines if h["epoch"] <= start_epoch]
@@ -282,6 +289,8 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             save_checkpoint(checkpoint, model, opt_state, {"epochs_done": 0, "config": _jsonable(config)})
 
     placement = Placement(config.devices)
+    if config.checkpoint_every is not None and config.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive number of steps, got {config.checkpoint_every}")
     if config.batch_size % config.devices:
         raise ValueError(f"batch size {config.batch_size} is not divisible by {config.devices} devices")
     # the step donates its arguments' buffers: train on a copy, never on the caller's arrays
@@ -291,14 +300,20 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     evaluator = make_evaluator(model, config)
     base_key = jax.random.PRNGKey(config.seed)
     flatten = all(len(s) == 1 for s in model.program.inputs.values())
-    global_step = start_epoch * steps_per_epoch
+    global_step = start_epoch * steps_per_epoch + resumed_steps
     for epoch in range(start_epoch + 1, config.epochs + 1):
-        started = time.time()
-        losses, errors, free_res, nudged_res, homeo, evaluations, norms = [], [], [], [], [], [], []
+        skip = resumed_steps if epoch == start_epoch + 1 else 0
+        running = {k: list(v) for k, v in resumed_partial.items() if k != "seconds"} if skip else \
+            {k: [] for k in _RUNNING}
+        losses, errors, free_res, nudged_res, homeo, evaluations, norms = (running[k] for k in _RUNNING)
+        started = time.time() - (resumed_partial["seconds"] if skip else 0.0)
         batches: Iterable = data.batches(config.batch_size, seed=config.seed, epoch=epoch)
+        if skip:  # the batches this epoch took before its checkpoint
+            batches = itertools.islice(batches, skip, None)
         if progress:
             from tqdm.auto import tqdm
-            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", leave=True)
+            batches = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}",
+                           leave=True)
         for x_host, y_host in batches:
             if not flatten and x_host.ndim == 2:
                 raise ValueError("the model expects image-shaped inputs")
@@ -325,10 +340,16 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             if progress:
                 batches.set_postfix(loss=f"{info['loss']:.3f}", err=f"{info['error']:.2f}",
                                     res=f"{max(residuals):.1e}")
+            in_epoch = global_step - (epoch - 1) * steps_per_epoch
+            if out is not None and config.checkpoint_every and in_epoch % config.checkpoint_every == 0 \
+                    and in_epoch < steps_per_epoch:
+                save_checkpoint(out / "checkpoint.eqx", model, opt_state,
+                                {"epochs_done": epoch - 1, "steps_done": in_epoch, "config": _jsonable(config),
+                                 "partial": {**running, "seconds": time.time() - started}})
             if max_steps is not None and global_step >= max_steps:
                 break
         if max_steps is not None and global_step >= max_steps and global_step < epoch * steps_per_epoch:
-            break  # stopped inside the epoch: nothing of it is recorded or checkpointed
+            break  # stopped inside the epoch: nothing of it is recorded (its checkpoints stay, to resume from)
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
                   "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res),
                   "field_evaluations": float(np.mean(evaluations)),
@@ -355,6 +376,10 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         if max_steps is not None and global_step >= max_steps:
             break
     return model, history
+
+
+# an epoch's running statistics, one entry per step, in the order train() unpacks them
+_RUNNING = ("losses", "errors", "free_residuals", "nudged_residuals", "homeostatic_losses", "evaluations", "norms")
 
 
 def _max_or_none(values: list[float]) -> float | None:

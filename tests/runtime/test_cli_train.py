@@ -24,7 +24,7 @@ def _command(out: Path) -> list[str]:
             "--const", "n_h=32", "--dataset", "fashion_mnist", "--estimator", "hep", "--epochs", "3",
             "--train-size", "3000", "--val-size", "200", "--batch-size", "50", "--free-steps", "40",
             "--nudged-steps", "10", "--lr", "0.02", "--solver", "anderson", "--sweep", "--anderson-patience", "2",
-            "--out", str(out), "--no-progress"]
+            "--checkpoint-every", "7", "--out", str(out), "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -53,10 +53,11 @@ def test_every_zoo_model_learns_with_every_applicable_estimator(name, estimator,
     assert after < before, (before, after, [h["train_loss"] for h in history])
 
 
-def _tiny_run(tmp_path, epochs, max_steps=None, resume=False, out="run"):
+def _tiny_run(tmp_path, epochs, max_steps=None, resume=False, out="run", checkpoint_every=None):
     model = tiny_model("reciprocal_mlp")
     data = teacher_data(model, count=120)
-    config = TrainConfig(estimator="hep", lr=0.05, epochs=epochs, batch_size=20, options=dict(OPTIONS))
+    config = TrainConfig(estimator="hep", lr=0.05, epochs=epochs, batch_size=20, options=dict(OPTIONS),
+                         checkpoint_every=checkpoint_every)
     return train(model, data, config=config, out=tmp_path / out, resume=resume, progress=False,
                  max_steps=max_steps)
 
@@ -72,6 +73,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     on_disk, _, meta = load_checkpoint(tmp_path / "cut" / "checkpoint.eqx", tiny_model("reciprocal_mlp"), None)
     assert meta["epochs_done"] == 3
+
+
+def test_checkpoints_inside_an_epoch_resume_to_the_uninterrupted_run(tmp_path):
+    """With checkpoint_every=4, a run cut after step 11 (inside epoch 2, 6 steps per epoch) resumes
+    from step 10: it skips the 4 batches epoch 2 took, and ends with the parameters and the epoch
+    records (every field but the wall time) of the run that was never cut."""
+    uninterrupted, full_history = _tiny_run(tmp_path, epochs=3, out="full")
+    _tiny_run(tmp_path, epochs=3, max_steps=11, out="cut", checkpoint_every=4)
+    _, _, meta = load_checkpoint(tmp_path / "cut" / "checkpoint.eqx", tiny_model("reciprocal_mlp"), None)
+    assert (meta["epochs_done"], meta["steps_done"]) == (1, 4)
+    assert len(meta["partial"]["losses"]) == 4
+    resumed, history = _tiny_run(tmp_path, epochs=3, resume=True, out="cut", checkpoint_every=4)
+    for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(uninterrupted)):
+        np.testing.assert_array_equal(a, b)
+    drop = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
+    assert [drop(h) for h in history] == [drop(h) for h in full_history]
+    on_disk = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [drop(h) for h in on_disk] == [drop(h) for h in full_history]
 
 
 DIVERGING = """
