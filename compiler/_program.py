@@ -90,3 +90,18 @@ class Program:
 
     def param_count(self) -> int:
         return sum(math.prod(spec.shape) for spec in self.params.values())
+
+    @property
+    def identity_block(self) -> tuple[str, ...]:
+        """For a map u ← G(u): the largest sweep block whose states' updates read no state of the
+        block, themselves included. The Jacobian ∂G/∂u − I is −I on that block, so a linear solve
+        with it can eliminate the block exactly (a Schur complement). Empty for other forms."""
+        if self.form != "map":
+            return ()
+        from ._ir import free_vars
+
+        def reads_itself(state: str) -> bool:
+            return state in {n for n, v in free_vars(self.dynamics[state]).items() if v.kind == "state"}
+
+        blocks = [b for b in self.sweep_blocks if not any(reads_itself(s) for s in b)]
+        return max(blocks, key=lambda b: sum(math.prod(self.states[s]) for s in b), default=())

@@ -23,6 +23,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 
 from ._solvers import FixedPointSolver, FixedStep, SolveStats, residual_norm, unrolled
 
@@ -382,6 +383,7 @@ class RecurrentBackprop(Estimator):
 
     name = "rbp"
     dense_limit = 1024
+    eliminate = True  # solve on the Schur complement of Program.identity_block where there is one
 
     def _estimate(self, model, x, y, free, key, opts):
         info = {}
@@ -416,20 +418,26 @@ class RecurrentBackprop(Estimator):
         with J the Jacobian of the dynamics' own field. The gradient does not depend on the field
         chosen, and φ'(u)⊙F (declared coordinates) is singular where φ' underflows.
 
-        Up to `dense_limit` states: a dense LU solve per sample. Larger states: matrix-free GMRES on
-        Jᵀ (lineax), one VJP per iteration, which needs no stability of the dynamics. In float32,
-        GMRES often stalls above its tolerance on the Jacobians of trained maps: the dense solve is
-        preferred wherever the Jacobian fits in memory.
+        Up to `dense_limit` states: a dense LU solve per sample. On a map whose Jacobian is −I on a
+        block of states (`Program.identity_block`: the odd layers of a layered network), that block
+        is eliminated first and the LU runs on the Schur complement, the size of the other states
+        (`_eliminated_solve`). Larger states: matrix-free GMRES on Jᵀ (lineax), one VJP per
+        iteration, which needs no stability of the dynamics. In float32, GMRES often stalls above
+        its tolerance on the Jacobians of trained maps: the dense solve is preferred wherever the
+        Jacobian fits in memory.
         """
         g = cost_state_grad(model, free, x, y)
         flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
         u = jax.vmap(ravel)(free)
         rhs = jax.vmap(ravel)(g)
         n = u.shape[1]
+        block = _flat_positions(model.program, model.program.identity_block)
 
         def solve_one(ui, bi, inp):
             if n <= self.dense_limit:
                 jac = jax.jacfwd(lambda w: flat_field(w, inp))(ui)
+                if block is not None and self.eliminate:
+                    return _eliminated_solve(jac, bi, *block)
                 return lx.linear_solve(lx.MatrixLinearOperator(jac.T), bi, lx.LU()).value
             _, pull = jax.vjp(lambda w: flat_field(w, inp), ui)
             operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
@@ -442,6 +450,31 @@ class RecurrentBackprop(Estimator):
             return jnp.where(flat, jnp.zeros_like(value), value)
 
         return jax.vmap(unravel)(jax.vmap(solve_one)(u, rhs, inputs))
+
+
+def _flat_positions(program, states: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Indices of `states` and of the other states in the flat state vector (declaration order)."""
+    if not states:
+        return None
+    inside, outside, offset = [], [], 0
+    for name, shape in program.states.items():
+        size = math.prod(shape)
+        (inside if name in states else outside).extend(range(offset, offset + size))
+        offset += size
+    return np.asarray(inside), np.asarray(outside)
+
+
+def _eliminated_solve(jac, rhs, inside, outside):
+    """λ with Jᵀλ = rhs where J = [[−I, A], [C, D]] in the (inside, outside) ordering: the inside
+    rows give λ_in = Cᵀλ_out − rhs_in, and the outside rows then (CA + D)ᵀλ_out = rhs_out + Aᵀrhs_in,
+    a system the size of the outside states."""
+    a = jac[inside][:, outside]
+    c = jac[outside][:, inside]
+    d = jac[outside][:, outside]
+    schur = c @ a + d
+    lam_out = lx.linear_solve(lx.MatrixLinearOperator(schur.T), rhs[outside] + a.T @ rhs[inside], lx.LU()).value
+    lam = jnp.zeros_like(rhs)
+    return lam.at[outside].set(lam_out).at[inside].set(c.T @ lam_out - rhs[inside])
 
 
 class BackpropThroughTime(Estimator):

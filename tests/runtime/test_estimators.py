@@ -284,6 +284,23 @@ def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
         np.testing.assert_allclose(matrix_free[k], dense[k], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("name, block", [("reciprocal_mlp", ("u1", "u3")), ("output_feedback", ("u1",)),
+                                         ("conv_small", ("u2",))])
+def test_the_adjoint_solve_on_the_schur_complement_matches_the_full_solve(name, block):
+    """A map whose update of a block of states reads none of that block has Jacobian −I there;
+    rbp eliminates the block and solves the rest (a Schur complement). Same λ as the full LU."""
+    from eqn.runtime._estimators import RecurrentBackprop
+    model, x, y = _problem(name, scale=0.5)
+    assert model.program.identity_block == block
+    free = model.free(x, solver=SOLVER)
+    full = RecurrentBackprop()
+    full.eliminate = False
+    expected = full.adjoint(model, x, y, free)
+    eliminated = RecurrentBackprop().adjoint(model, x, y, free)
+    for k in expected:
+        np.testing.assert_allclose(eliminated[k], expected[k], rtol=1e-10, atol=1e-13)
+
+
 def test_free_phase_in_bfloat16_gives_nearly_the_same_gradient():
     """The low-precision free phase (a speed option for accelerators) perturbs the free fixed
     point by bfloat16 rounding (~1e-2) and the gradient by as little."""
