@@ -49,8 +49,6 @@ def _compile(args):
     program = load_or_report(args.file, _consts(args.const))
     if program is None:
         return None
-    for warning in program.warnings:
-        print(warning.render(), file=sys.stderr)
     solver = make_solver(args.free_solver or args.solver, args.free_steps, args)
     model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
                           solver=solver, dt=args.dt)

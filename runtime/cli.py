@@ -36,12 +36,15 @@ def _load(path: str, consts: dict, holomorphic: bool = False):
 
 
 def load_or_report(path: str, consts: dict, holomorphic: bool = False):
-    """The checked program, or None after printing the located errors."""
+    """The checked program after printing its warnings, or None after printing the located errors."""
     try:
-        return _load(path, consts, holomorphic)
+        program = _load(path, consts, holomorphic)
     except (ErrorList, EqnError, OSError) as exc:
         _report(exc)
         return None
+    for warning in program.warnings:
+        print(warning.render(), file=sys.stderr)
+    return program
 
 
 def _report(exc: Exception) -> None:
@@ -61,14 +64,10 @@ def cmd_check(args) -> int:
     status = 0
     consts = _consts(args.const)
     for path in args.files:
-        try:
-            program = _load(path, consts, args.holomorphic)
-        except (ErrorList, EqnError, OSError) as exc:
-            _report(exc)
+        program = load_or_report(path, consts, args.holomorphic)
+        if program is None:
             status = 1
             continue
-        for warning in program.warnings:
-            print(warning.render(), file=sys.stderr)
         if not args.quiet:
             holo = "holomorphic" if program.holomorphic else "not holomorphic"
             print(f"{path}: ok ({program.form}, {len(program.states)} states, "
