@@ -423,11 +423,22 @@ class EqnModel(eqx.Module):
         return self.prediction(self.free(x, **kwargs), x)
 
     # -- Jacobians and symmetry ------------------------------------------------------------
-    def _flat_field(self, x, ep: bool = True):
-        """Per-sample field on a flat state vector (β = 0), with the unravel function: the field EP
-        differentiates, or with `ep=False` the dynamics' own field."""
+    def _sample_field(self, x, ep: bool = True):
+        """Per-sample field on a dict of states (β = 0), with the batch's inputs: the field EP
+        differentiates, or with `ep=False` the dynamics' own field. For Jacobians taken a sample at
+        a time, under `jax.vmap`."""
         inputs = self._inputs(x)
         run = self._per_sample(self._roots(ep, at_rest=True))
+        targets = {n: jnp.zeros(s, self._dtype) for n, s in self.program.targets.items()}
+
+        def field(state, sample_inputs):
+            return run(state, sample_inputs, targets, jnp.asarray(0.0), {})
+
+        return field, inputs
+
+    def _flat_field(self, x, ep: bool = True):
+        """`_sample_field` on a flat state vector, with the ravel and unravel functions."""
+        field, inputs = self._sample_field(x, ep)
         shapes = self.program.states
         sizes = [math.prod(s) for s in shapes.values()]
 
@@ -441,10 +452,8 @@ class EqnModel(eqx.Module):
         def ravel(tree):
             return jnp.concatenate([tree[name].reshape(-1) for name in shapes])
 
-        targets = {n: jnp.zeros(s, self._dtype) for n, s in self.program.targets.items()}
-
         def flat_field(flat, sample_inputs):
-            return ravel(run(unravel(flat), sample_inputs, targets, jnp.asarray(0.0), {}))
+            return ravel(field(unravel(flat), sample_inputs))
 
         return flat_field, ravel, unravel, inputs
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
-import numpy as np
 
 from ._solvers import FixedPointSolver, FixedStep, SolveStats, residual_norm, unrolled
 
@@ -418,26 +418,27 @@ class RecurrentBackprop(Estimator):
         with J the Jacobian of the dynamics' own field. The gradient does not depend on the field
         chosen, and φ'(u)⊙F (declared coordinates) is singular where φ' underflows.
 
-        Up to `dense_limit` states: a dense LU solve per sample. On a map whose Jacobian is −I on a
-        block of states (`Program.identity_block`: the odd layers of a layered network), that block
-        is eliminated first and the LU runs on the Schur complement, the size of the other states
-        (`_eliminated_solve`). Larger states: matrix-free GMRES on Jᵀ (lineax), one VJP per
-        iteration, which needs no stability of the dynamics. In float32, GMRES often stalls above
-        its tolerance on the Jacobians of trained maps: the dense solve is preferred wherever the
-        Jacobian fits in memory.
+        On a map whose Jacobian is −I on a block of states (`Program.identity_block`: the odd
+        layers of a layered network), that block is eliminated and a dense LU runs on the Schur
+        complement, the size of the other states, while that fits `dense_limit`
+        (`_eliminated_adjoint`). Otherwise, up to `dense_limit` states: a dense LU solve per
+        sample. Larger states: matrix-free GMRES on Jᵀ (lineax), one VJP per iteration, which needs
+        no stability of the dynamics. In float32, GMRES often stalls above its tolerance on the
+        Jacobians of trained maps: the dense solves are preferred wherever they fit in memory.
         """
         g = cost_state_grad(model, free, x, y)
+        block = model.program.identity_block if self.eliminate else ()
+        rest = sum(math.prod(shape) for name, shape in model.program.states.items() if name not in block)
+        if block and rest <= self.dense_limit:
+            return _eliminated_adjoint(model, x, free, g, block)
         flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
         u = jax.vmap(ravel)(free)
         rhs = jax.vmap(ravel)(g)
         n = u.shape[1]
-        block = _flat_positions(model.program, model.program.identity_block)
 
         def solve_one(ui, bi, inp):
             if n <= self.dense_limit:
                 jac = jax.jacfwd(lambda w: flat_field(w, inp))(ui)
-                if block is not None and self.eliminate:
-                    return _eliminated_solve(jac, bi, *block)
                 return lx.linear_solve(lx.MatrixLinearOperator(jac.T), bi, lx.LU()).value
             _, pull = jax.vjp(lambda w: flat_field(w, inp), ui)
             operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
@@ -452,29 +453,44 @@ class RecurrentBackprop(Estimator):
         return jax.vmap(unravel)(jax.vmap(solve_one)(u, rhs, inputs))
 
 
-def _flat_positions(program, states: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """Indices of `states` and of the other states in the flat state vector (declaration order)."""
-    if not states:
-        return None
-    inside, outside, offset = [], [], 0
-    for name, shape in program.states.items():
-        size = math.prod(shape)
-        (inside if name in states else outside).extend(range(offset, offset + size))
-        offset += size
-    return np.asarray(inside), np.asarray(outside)
+def _eliminated_adjoint(model, x, free, rhs, inside: tuple[str, ...]) -> dict:
+    """λ with Jᵀλ = rhs, per sample, on a map u ← G(u) whose update of the states `inside` reads
+    none of them. In the (inside, outside) ordering J = [[−I, A], [C, D]]; the inside rows give
+    λ_in = Cᵀλ_out − rhs_in and the outside rows then (CA + D)ᵀλ_out = rhs_out + Aᵀrhs_in.
 
+    CA + D + I is the Jacobian of one sweep u_out ↦ G_out(G_in(u_out), u_out), taken in reverse
+    mode on the state dict: the rows start at the weights, shared by the batch, so only the
+    second layer's products are per sample, and the full Jacobian is never formed. Aᵀrhs_in and
+    Cᵀλ_out are VJPs."""
+    field, inputs = model._sample_field(x, ep=False)
+    outside = tuple(s for s in model.program.states if s not in inside)
 
-def _eliminated_solve(jac, rhs, inside, outside):
-    """λ with Jᵀλ = rhs where J = [[−I, A], [C, D]] in the (inside, outside) ordering: the inside
-    rows give λ_in = Cᵀλ_out − rhs_in, and the outside rows then (CA + D)ᵀλ_out = rhs_out + Aᵀrhs_in,
-    a system the size of the outside states."""
-    a = jac[inside][:, outside]
-    c = jac[outside][:, inside]
-    d = jac[outside][:, outside]
-    schur = c @ a + d
-    lam_out = lx.linear_solve(lx.MatrixLinearOperator(schur.T), rhs[outside] + a.T @ rhs[inside], lx.LU()).value
-    lam = jnp.zeros_like(rhs)
-    return lam.at[outside].set(lam_out).at[inside].set(c.T @ lam_out - rhs[inside])
+    def solve_one(u, b, sample_inputs):
+        zeros_in = {s: jnp.zeros_like(u[s]) for s in inside}
+
+        def update_inside(u_out):
+            f = field({**zeros_in, **u_out}, sample_inputs)
+            return {s: f[s] for s in inside}
+
+        def update_outside(u_in, u_out):
+            f = field({**u_in, **u_out}, sample_inputs)
+            return {s: f[s] + u_out[s] for s in outside}
+
+        u_out = {s: u[s] for s in outside}
+        flat_out, unravel_out = jax.flatten_util.ravel_pytree(u_out)
+
+        def sweep(v):
+            w = unravel_out(v)
+            return jax.flatten_util.ravel_pytree(update_outside(update_inside(w), w))[0]
+
+        schur = jax.jacrev(sweep)(flat_out) - jnp.eye(flat_out.shape[0], dtype=flat_out.dtype)
+        (a_rhs,) = jax.vjp(update_inside, u_out)[1]({s: b[s] for s in inside})
+        reduced = jax.flatten_util.ravel_pytree({s: b[s] + a_rhs[s] for s in outside})[0]
+        lam_out = unravel_out(lx.linear_solve(lx.MatrixLinearOperator(schur.T), reduced, lx.LU()).value)
+        (c_lam,) = jax.vjp(lambda v: update_outside(v, u_out), {s: u[s] for s in inside})[1](lam_out)
+        return {**lam_out, **{s: c_lam[s] - b[s] for s in inside}}
+
+    return jax.vmap(solve_one)(free, rhs, inputs)
 
 
 class BackpropThroughTime(Estimator):

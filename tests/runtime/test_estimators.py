@@ -285,7 +285,7 @@ def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
 
 
 @pytest.mark.parametrize("name, block", [("reciprocal_mlp", ("u1", "u3")), ("output_feedback", ("u1",)),
-                                         ("conv_small", ("u2",))])
+                                         ("conv_small", ("u2",)), ("rnn_untied", ("s1",))])
 def test_the_adjoint_solve_on_the_schur_complement_matches_the_full_solve(name, block):
     """A map whose update of a block of states reads none of that block has Jacobian −I there;
     rbp eliminates the block and solves the rest (a Schur complement). Same λ as the full LU."""
