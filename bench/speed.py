@@ -14,13 +14,17 @@ soon as every sample is three times closer to its fixed point than the fixed run
 one) and "sweep+tol" (block Gauss–Seidel sweeps, no extrapolation, the same stopping rule). The
 fast solver also runs on four more batches, to show that one batch is not a lucky draw. Also the
 Hopfield MLP, the predictive-coding net and the small CNN. Baselines: the machine's float32 matmul peak, a backprop step of the equivalent
-feed-forward network with optax, and `rbp` (the exact gradient) for the cosine.
+feed-forward network with optax, and `rbp` (the exact gradient) for the cosine. Where the free phase's share of
+the peak comes from: the free phase and its matmuls alone at batches 50 to 350, and both on one pinned core (Linux).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +43,7 @@ from eqn.runtime import Anderson, FixedStep, estimate, load_dataset, rotate_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 50
+LARGER_BATCHES = (100, 200, 350)  # data() loads 7 batches
 
 
 def timed(fn, *args, repeats: int) -> float:
@@ -62,19 +67,40 @@ def matmul_peak(repeats: int) -> dict:
     return {"gflops": max(best.values()), "by_size": best}
 
 
-def matmul_chain(repeats: int, steps: int = 150, hidden: int = 256) -> dict:
-    """GFLOP/s of the free phase's matmuls alone: `steps` dependent pairs of [BATCH, hidden] ×
+def matmul_chain(repeats: int, steps: int = 150, hidden: int = 256, batch: int = BATCH) -> dict:
+    """GFLOP/s of the free phase's matmuls alone: `steps` dependent pairs of [batch, hidden] ×
     [hidden, hidden] products in a `lax` loop, with nothing else. The ceiling for a free phase of
     this shape on this machine."""
     w = jax.random.normal(jax.random.PRNGKey(0), (2, hidden, hidden), jnp.float32) / hidden
-    a = jax.random.normal(jax.random.PRNGKey(1), (2, BATCH, hidden), jnp.float32)
+    a = jax.random.normal(jax.random.PRNGKey(1), (2, batch, hidden), jnp.float32)
 
     @jax.jit
     def chain(w, a):
         return jax.lax.fori_loop(0, steps, lambda _, a: jnp.stack([a[1] @ w[0], a[0] @ w[1]]), a)
 
     seconds = timed(chain, w, a, repeats=repeats)
-    return {"gflops": 2 * 2 * BATCH * hidden * hidden * steps / seconds / 1e9, "ms": 1000 * seconds}
+    return {"gflops": 2 * 2 * batch * hidden * hidden * steps / seconds / 1e9, "ms": 1000 * seconds}
+
+
+ONE_CORE_PROBE = """
+import json, os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+sys.path.insert(0, sys.argv[1])
+import speed
+repeats = int(sys.argv[2])
+print(json.dumps({"peak": speed.matmul_peak(repeats)["gflops"], "chain": speed.matmul_chain(repeats)["gflops"]}))
+"""
+
+
+def one_core(repeats: int) -> dict | None:
+    """The matmul peak and the batch-50 chain in a fresh process pinned to one core (Linux): whether
+    XLA runs the free phase's small products on one core or on all of them. None where a process
+    cannot be pinned."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return None
+    out = subprocess.run([sys.executable, "-c", ONE_CORE_PROBE, str(Path(__file__).parent), str(repeats)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def data(model, count=BATCH):
@@ -261,6 +287,10 @@ def main() -> None:
     reference = warm_up(reference, xs, ys, warm_steps)
     results["free_phase"] = free_phase_rate(reference, x, 150, repeats)
     results["matmul_chain"] = matmul_chain(repeats)
+    # where the peak becomes reachable: the same free phase and chain at larger batches, and one core alone
+    results["by_batch"] = {b: {"free_phase": free_phase_rate(reference, xs[:b], 150, repeats),
+                               "matmul_chain": matmul_chain(repeats, batch=b)} for b in LARGER_BATCHES}
+    results["one_core"] = one_core(repeats)
     results["backprop_feedforward"] = feedforward_backprop(x, y, repeats)
     exact_solver = FixedStep(max_steps=2000, tol=1e-6)
     rows = []
@@ -336,6 +366,7 @@ def report(results: dict) -> str:
         f"(nothing else), run at {results['matmul_chain']['gflops']:.0f} GFLOP/s = "
         f"{100 * results['matmul_chain']['gflops'] / peak:.0f} % of the peak: the ceiling for this shape here.",
         "",
+        *ceiling_report(results),
         "Training steps (reciprocal MLP after warm-up). \"fixed\": exactly 150 free steps and 20 per nudged phase. "
         "\"fast\": `Anderson(sweep=True, patience=2)` (Anderson acceleration of block Gauss–Seidel sweeps, with the "
         "stall rule) with tolerance stopping, the same budgets, and each phase's tolerance set to "
@@ -373,6 +404,31 @@ def report(results: dict) -> str:
               "batch 50:", "", "| T (free steps) | hEP N = 2 | BPTT |", "|---|---|---|"]
     lines += [f"| {t} | {m['hep'] / 2**20:.1f} MiB | {m['bptt'] / 2**20:.1f} MiB |" for t, m in results["memory_bytes"].items()]
     return "\n".join(lines)
+
+
+def ceiling_report(results: dict) -> list[str]:
+    """Where the free phase's share of the peak comes from: the batch, and how many cores XLA uses."""
+    peak = results["matmul_peak"]["gflops"]
+    rows = {BATCH: {"free_phase": results["free_phase"], "matmul_chain": results["matmul_chain"]},
+            **{int(b): r for b, r in results.get("by_batch", {}).items()}}
+    lines = ["The same free phase (the trained reference model, 150 steps) and the same matmul chain at larger "
+             "batches, as a share of the same peak:", "",
+             "| batch | free phase GFLOP/s | free phase % of peak | chain GFLOP/s | chain % of peak |",
+             "|---|---|---|---|---|"]
+    for b, r in sorted(rows.items()):
+        lines.append(f"| {b} | {r['free_phase']['gflops']:.0f} | {100 * r['free_phase']['gflops'] / peak:.0f} % | "
+                     f"{r['matmul_chain']['gflops']:.0f} | {100 * r['matmul_chain']['gflops'] / peak:.0f} % |")
+    one = results.get("one_core")
+    if one:
+        both = results["matmul_chain"]["gflops"]
+        lines += ["", f"One core alone (a process pinned to one CPU): matmul peak {one['peak']:.0f} GFLOP/s; the batch-{BATCH} "
+                  f"chain runs at {one['chain']:.0f} GFLOP/s there, {100 * one['chain'] / one['peak']:.0f} % of that core's "
+                  f"peak, and at {both:.0f} GFLOP/s ({both / one['chain']:.2f}×) with both cores."]
+        if both < 1.1 * one["chain"]:
+            lines[-1] += (f" A second core does not speed up {BATCH}×256 by 256×256 products (at most 10 %), so the "
+                          f"free phase at batch {BATCH} cannot pass about {100 * max(one['chain'], both) / peak:.0f} % "
+                          "of the two-core peak, the share of its matmuls' best rate.")
+    return lines + [""]
 
 
 if __name__ == "__main__":
