@@ -448,6 +448,29 @@ def free_vars(root: Node) -> dict[str, Var]:
     return found
 
 
+def reads_elementwise(root: Node, name: str, absent: set[str]) -> bool:
+    """Whether `root` reads none of the leaves in `absent` and reads the leaf `name` only through
+    elementwise operations of its shape, so that its Jacobian in `name` is diagonal."""
+    reads: dict[int, bool] = {}
+    ok: dict[int, bool] = {}
+    shape = None
+    for node in walk(root):
+        if isinstance(node, Var):
+            reads[node.uid] = node.name == name or node.name in absent
+            ok[node.uid] = node.name not in absent
+            if node.name == name:
+                shape = node.shape
+            continue
+        args = node.args if isinstance(node, Op) else ()
+        reads[node.uid] = any(reads[a.uid] for a in args)
+        if not reads[node.uid]:
+            ok[node.uid] = True
+            continue
+        elementwise = node.op in ("call", "named") or OPS[node.op].elementwise
+        ok[node.uid] = elementwise and node.shape == shape and all(ok[a.uid] for a in args)
+    return ok[root.uid] and (shape is None or root.shape == shape)
+
+
 def substitute(root: Node, mapping: dict[str, Node]) -> Node:
     """Replace leaves named in `mapping`, rebuilding through the smart constructors."""
     memo: dict[int, Node] = {}

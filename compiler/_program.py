@@ -92,16 +92,16 @@ class Program:
         return sum(math.prod(spec.shape) for spec in self.params.values())
 
     @property
-    def identity_block(self) -> tuple[str, ...]:
-        """For a map u ← G(u): the largest sweep block whose states' updates read no state of the
-        block, themselves included. The Jacobian ∂G/∂u − I is −I on that block, so a linear solve
-        with it can eliminate the block exactly (a Schur complement). Empty for other forms."""
-        if self.form != "map":
-            return ()
-        from ._ir import free_vars
+    def diagonal_block(self) -> tuple[str, ...]:
+        """The largest sweep block on which the Jacobian of the free field is diagonal: the field of
+        each of its states reads no other state of the block, and reads its own state only through
+        elementwise operations (a leak −u, φ'(u)⊙…). A linear solve with the Jacobian can then
+        eliminate the block exactly, leaving a Schur complement the size of the other states. For a
+        layered map u ← G(u) it is every other layer, where the Jacobian is −I."""
+        from ._ir import reads_elementwise
 
-        def reads_itself(state: str) -> bool:
-            return state in {n for n, v in free_vars(self.dynamics[state]).items() if v.kind == "state"}
+        def diagonal(block: tuple[str, ...]) -> bool:
+            return all(reads_elementwise(self.free_field[s], s, set(block) - {s}) for s in block)
 
-        blocks = [b for b in self.sweep_blocks if not any(reads_itself(s) for s in b)]
+        blocks = [b for b in self.sweep_blocks if diagonal(b)] if self.free_field else []
         return max(blocks, key=lambda b: sum(math.prod(self.states[s]) for s in b), default=())

@@ -383,7 +383,7 @@ class RecurrentBackprop(Estimator):
 
     name = "rbp"
     dense_limit = 1024
-    eliminate = True  # solve on the Schur complement of Program.identity_block where there is one
+    eliminate = True  # solve on the Schur complement of Program.diagonal_block where there is one
 
     def _estimate(self, model, x, y, free, key, opts):
         info = {}
@@ -418,8 +418,8 @@ class RecurrentBackprop(Estimator):
         with J the Jacobian of the dynamics' own field. The gradient does not depend on the field
         chosen, and φ'(u)⊙F (declared coordinates) is singular where φ' underflows.
 
-        On a map whose Jacobian is −I on a block of states (`Program.identity_block`: the odd
-        layers of a layered network), that block is eliminated and a dense LU runs on the Schur
+        Where the Jacobian is diagonal on a block of states (`Program.diagonal_block`: every other
+        layer of a layered map or energy), that block is eliminated and a dense LU runs on the Schur
         complement, the size of the other states, while that fits `dense_limit`
         (`_eliminated_adjoint`). Otherwise, up to `dense_limit` states: a dense LU solve per
         sample. Larger states: matrix-free GMRES on Jᵀ (lineax), one VJP per iteration, which needs
@@ -427,7 +427,7 @@ class RecurrentBackprop(Estimator):
         Jacobians of trained maps: the dense solves are preferred wherever they fit in memory.
         """
         g = cost_state_grad(model, free, x, y)
-        block = model.program.identity_block if self.eliminate else ()
+        block = model.program.diagonal_block if self.eliminate else ()
         rest = sum(math.prod(shape) for name, shape in model.program.states.items() if name not in block)
         if block and rest <= self.dense_limit:
             return _eliminated_adjoint(model, x, free, g, block)
@@ -454,41 +454,43 @@ class RecurrentBackprop(Estimator):
 
 
 def _eliminated_adjoint(model, x, free, rhs, inside: tuple[str, ...]) -> dict:
-    """λ with Jᵀλ = rhs, per sample, on a map u ← G(u) whose update of the states `inside` reads
-    none of them. In the (inside, outside) ordering J = [[−I, A], [C, D]]; the inside rows give
-    λ_in = Cᵀλ_out − rhs_in and the outside rows then (CA + D)ᵀλ_out = rhs_out + Aᵀrhs_in.
+    """λ with Jᵀλ = rhs, per sample, where J is diagonal on the states `inside`
+    (`Program.diagonal_block`). In the (inside, outside) ordering J = [[Λ, A], [C, D]] with Λ
+    diagonal: the inside rows give λ_in = Λ⁻¹(rhs_in − Cᵀλ_out), and the outside rows then
+    Sᵀλ_out = rhs_out − AᵀΛ⁻¹rhs_in with the Schur complement S = D − CΛ⁻¹A, the size of the
+    outside states, solved by LU. Λ is one JVP along ones; on a layered map it is −I.
 
-    CA + D + I is the Jacobian of one sweep u_out ↦ G_out(G_in(u_out), u_out), taken in reverse
-    mode on the state dict: the rows start at the weights, shared by the batch, so only the
-    second layer's products are per sample, and the full Jacobian is never formed. Aᵀrhs_in and
-    Cᵀλ_out are VJPs."""
+    The rows of S are VJPs through the outside states' field and then the inside states', vmapped
+    over a basis (reverse mode): the first products are with the weights alone, shared by the
+    batch, so only the second layer's are per sample, and the full Jacobian is never formed. Where
+    Λ has a zero the elimination divides by it; at a stable fixed point of an energy flow Λ < 0."""
     field, inputs = model._sample_field(x, ep=False)
     outside = tuple(s for s in model.program.states if s not in inside)
 
     def solve_one(u, b, sample_inputs):
-        zeros_in = {s: jnp.zeros_like(u[s]) for s in inside}
+        def split(v_in, v_out, names):
+            f = field({**v_in, **v_out}, sample_inputs)
+            return {s: f[s] for s in names}
 
-        def update_inside(u_out):
-            f = field({**zeros_in, **u_out}, sample_inputs)
-            return {s: f[s] for s in inside}
-
-        def update_outside(u_in, u_out):
-            f = field({**u_in, **u_out}, sample_inputs)
-            return {s: f[s] + u_out[s] for s in outside}
-
-        u_out = {s: u[s] for s in outside}
+        u_in, u_out = {s: u[s] for s in inside}, {s: u[s] for s in outside}
+        b_in, b_out = {s: b[s] for s in inside}, {s: b[s] for s in outside}
+        ones = {s: jnp.ones_like(v) for s, v in u_in.items()}
+        diag = jax.jvp(lambda v: split(v, u_out, inside), (u_in,), (ones,))[1]
+        _, pull_out = jax.vjp(lambda v_in, v_out: split(v_in, v_out, outside), u_in, u_out)  # c ↦ (Cᵀc, Dᵀc)
+        _, pull_in = jax.vjp(lambda v: split(u_in, v, inside), u_out)  # c ↦ Aᵀc
         flat_out, unravel_out = jax.flatten_util.ravel_pytree(u_out)
 
-        def sweep(v):
-            w = unravel_out(v)
-            return jax.flatten_util.ravel_pytree(update_outside(update_inside(w), w))[0]
+        def schur_transposed(c):  # Sᵀc = Dᵀc − AᵀΛ⁻¹Cᵀc
+            c_in, c_out = pull_out(unravel_out(c))
+            (a_c,) = pull_in({s: c_in[s] / diag[s] for s in inside})
+            return jax.flatten_util.ravel_pytree({s: c_out[s] - a_c[s] for s in outside})[0]
 
-        schur = jax.jacrev(sweep)(flat_out) - jnp.eye(flat_out.shape[0], dtype=flat_out.dtype)
-        (a_rhs,) = jax.vjp(update_inside, u_out)[1]({s: b[s] for s in inside})
-        reduced = jax.flatten_util.ravel_pytree({s: b[s] + a_rhs[s] for s in outside})[0]
+        schur = jax.vmap(schur_transposed)(jnp.eye(flat_out.shape[0], dtype=flat_out.dtype))  # row r: Sᵀe_r
+        (a_b,) = pull_in({s: b_in[s] / diag[s] for s in inside})
+        reduced = jax.flatten_util.ravel_pytree({s: b_out[s] - a_b[s] for s in outside})[0]
         lam_out = unravel_out(lx.linear_solve(lx.MatrixLinearOperator(schur.T), reduced, lx.LU()).value)
-        (c_lam,) = jax.vjp(lambda v: update_outside(v, u_out), {s: u[s] for s in inside})[1](lam_out)
-        return {**lam_out, **{s: c_lam[s] - b[s] for s in inside}}
+        c_lam, _ = pull_out(lam_out)
+        return {**lam_out, **{s: (b_in[s] - c_lam[s]) / diag[s] for s in inside}}
 
     return jax.vmap(solve_one)(free, rhs, inputs)
 

@@ -123,6 +123,7 @@ def describe(program) -> dict:
         "coordinates": {s: {"name": c.name, "value": render(c.value.args[0])} for s, c in program.coordinates.items()},
         "nudges": {s: render(node) for s, node in program.nudges.items()},
         "sweep_blocks": [list(block) for block in program.sweep_blocks],
+        "diagonal_block": list(program.diagonal_block),
         "consts": program.consts,
     }
 
@@ -164,6 +165,8 @@ def cmd_show(args) -> int:
                                             for c in program.coordinates.values()))
     print("  sweep blocks " + " then ".join("{" + ", ".join(block) + "}" for block in program.sweep_blocks)
           + "  (the order of --sweep)")
+    if program.diagonal_block:
+        print("  diagonal     {" + ", ".join(program.diagonal_block) + "}  (Jacobian diagonal there: exact rbp eliminates it)")
     label = "derived flow" if program.form == "energy" else "free dynamics"
     print(f"  {label}:")
     for s, node in program.dynamics.items():

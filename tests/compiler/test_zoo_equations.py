@@ -302,3 +302,53 @@ def test_sweep_blocks_never_read_their_own_block(name):
         assert set(alone) == set(block)
         for s in block:
             np.testing.assert_array_equal(alone[s], full[s])
+
+
+DIAGONAL_BLOCKS = {  # by hand: every other layer reads the other layers only, or itself through a leak
+    # and φ'(u); predictive coding's errors u − W·f(u_below) feed back through Wᵀ, so no block is
+    "reciprocal_mlp": ("u1", "u3"),
+    "hopfield_mlp": ("h",),
+    "untied_leaky": ("o", "h2"),
+    "predictive_coding": (),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_the_diagonal_block_has_a_diagonal_jacobian(name):
+    """`Program.diagonal_block` (what exact rbp eliminates): autodiff's Jacobian of the free field
+    is diagonal on that block, at a random state with random parameters."""
+    model = randomise_params(tiny_model(name), jax.random.PRNGKey(7), scale=0.4)
+    block = model.program.diagonal_block
+    if name in DIAGONAL_BLOCKS:
+        assert block == DIAGONAL_BLOCKS[name]
+    if not block:
+        return
+    state, x, _ = _sample(model, jax.random.PRNGKey(13))
+    flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
+    jac = np.asarray(jax.jacfwd(flat_field)(ravel({k: v[0] for k, v in state.items()}), {k: v[0] for k, v in inputs.items()}))
+    positions = unravel(np.arange(jac.shape[0]))
+    inside = np.concatenate([np.ravel(positions[s]) for s in block])
+    sub = jac[np.ix_(inside, inside)]
+    assert np.abs(np.diag(sub)).min() > 0
+    np.testing.assert_array_equal(sub - np.diag(np.diag(sub)), 0.0)
+
+
+def test_a_state_that_reads_itself_through_a_matmul_is_not_diagonal():
+    """Only elementwise self-reads keep a block diagonal; of two diagonal blocks the larger is taken."""
+    import eqn
+
+    source = """
+model self_recurrent
+input x[3]
+target y[2]
+state h[4]
+state o[2] output
+param W[4, 3] ~ glorot
+param R[4, 4] ~ glorot
+param V[2, 4] ~ glorot
+d h/dt = -h + R @ tanh(h) + W @ x
+d o/dt = -o + V @ tanh(h)
+cost C = 0.5 * sum((o - y)^2)
+"""
+    assert eqn.load(source).diagonal_block == ("o",)  # h's own Jacobian block is −I + R·diag(tanh'(h))
+    assert eqn.load(source.replace("R @ tanh(h)", "0.5 * tanh(h)")).diagonal_block == ("h",)  # the larger block

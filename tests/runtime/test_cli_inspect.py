@@ -33,6 +33,7 @@ def test_show_json_parses_with_the_documented_keys(capsys, model):
         assert all(isinstance(d, int) for d in spec["shape"]) and spec["count"] > 0
     assert info["holomorphic"] is True
     assert sorted(s for block in info["sweep_blocks"] for s in block) == sorted(info["states"])
+    assert info["diagonal_block"] in info["sweep_blocks"] or info["diagonal_block"] == []
 
 
 def test_rules_json_and_show_text(capsys):
