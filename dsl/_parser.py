@@ -27,13 +27,14 @@ _READABLE = {
 _STATEMENTS = ("model", "const", "input", "target", "state", "param", "pair", "tie", "fn", "let",
                "coordinates", "energy", "cost", "predict")
 _KEYWORDS = _STATEMENTS + ("output", "holomorphic")
+_BINARY_OPERATORS = ("+", "-", "*", "/", "@", ".", "^", "=", ",", "~")
 _EXPRESSION_START = {"LPAR", "PLUS", "MINUS", "NAME", "NUMBER", "PRIMED", "BETA"}
 
 
 @functools.lru_cache(maxsize=1)
 def _lark() -> Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
 
 
 def _span_of_token(token: Token) -> ast.Span:
@@ -265,6 +266,25 @@ def _position(source: str, offset: int, length: int = 1) -> ast.Span:
     return ast.Span(line, column, line, column + length)
 
 
+def _stray_name(before: list[tuple[str, int]], source: str) -> EqnSyntaxError | None:
+    """The error for a name the parser read as the state of a map `NAME <- …` (it expected '<-'
+    next): a misspelt keyword (`parm W[3]`), or a name on the line of the statement before it,
+    which hardly starts a map (`0.5 sum(…)`, `W x`). None when neither fits."""
+    if not before:
+        return None
+    previous = before[-1]
+    close = difflib.get_close_matches(previous[0], _KEYWORDS, n=1)
+    if close:
+        return EqnSyntaxError(f"unknown keyword '{previous[0]}'; did you mean '{close[0]}'?",
+                              _position(source, previous[1], len(previous[0])))
+    if len(before) >= 2 and "\n" not in source[before[-2][1]:previous[1]]:
+        if _ends_operand(before[-2][0]) and _in_expression(before[:-1]):
+            return EqnSyntaxError(f"missing operator between '{before[-2][0]}' and '{previous[0]}'",
+                                  _position(source, previous[1], len(previous[0])))
+        return EqnSyntaxError(f"unexpected '{previous[0]}'", _position(source, previous[1], len(previous[0])))
+    return None
+
+
 def _syntax_error(exc: UnexpectedInput, source: str) -> EqnSyntaxError:
     if isinstance(exc, UnexpectedCharacters):
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
@@ -281,25 +301,24 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> EqnSyntaxError:
             line = len(lines)
             column = len(lines[-1].rstrip()) + 1
         expected = _describe_expected(set(getattr(exc, "expected", ()) or ()))
+        if expected == "; expected '<-'" and (stray := _stray_name(_tokens_before(source, len(source)), source)):
+            return stray
         return EqnSyntaxError(f"unexpected end of file{expected}", ast.Span(line, column, line, column + 1))
     assert isinstance(exc, UnexpectedToken)
     token = exc.token
     span = _span_of_token(token)
     before = _tokens_before(source, token.start_pos) if token.start_pos is not None else []
     previous = before[-1] if before else ("", 0)
-    if _describe_expected(set(exc.expected)) == "; expected '<-'" and len(before) >= 1:
-        # `parm W[3]` or `0.5 sum(…)`: a name read as the state of a map `NAME <- …`
-        close = difflib.get_close_matches(previous[0], _KEYWORDS, n=1)
-        if close:
-            return EqnSyntaxError(f"unknown keyword '{previous[0]}'; did you mean '{close[0]}'?",
-                                  _position(source, previous[1], len(previous[0])))
-        if len(before) >= 2 and "\n" not in source[before[-2][1]:previous[1]]:
-            # the name goes on the line of the statement before it, so it hardly starts a map
-            if _ends_operand(before[-2][0]) and _in_expression(before[:-1]):
-                return EqnSyntaxError(f"missing operator between '{before[-2][0]}' and '{previous[0]}'",
-                                      _position(source, previous[1], len(previous[0])))
-            return EqnSyntaxError(f"unexpected '{previous[0]}'", _position(source, previous[1], len(previous[0])))
+    if _describe_expected(set(exc.expected)) == "; expected '<-'" and (stray := _stray_name(before, source)):
+        return stray
     brackets = _open_brackets(before)
+    starts_statement = token.type == "DDT" or (token.type != "NAME" and str(token) in _STATEMENTS)
+    if starts_statement and not brackets and previous[0] in _BINARY_OPERATORS:
+        # `d h/dt = -h + W @ x +` and then the next statement: the operator is what is wrong
+        operator = "<-" if previous[0] == "-" and len(before) >= 2 and before[-2][0] == "<" else previous[0]
+        start = previous[1] - (len(operator) - 1)
+        return EqnSyntaxError(f"'{operator}' has no right operand: the next statement starts on line {token.line}",
+                              _position(source, start, len(operator)))
     if token.type in ("RPAR", "RSQB") and brackets == []:
         return EqnSyntaxError(f"unmatched '{token}'", span)
     if brackets and (token.type == "DDT" or (token.type != "NAME" and str(token) in _STATEMENTS)):
