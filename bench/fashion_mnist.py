@@ -143,7 +143,8 @@ def main() -> None:
     body = (f"Reciprocal asymmetric MLP 784-256-256-10 (homeostasis App. E.2), batch 50, SGD momentum 0.9, "
             f"lr 0.01, free phase at most 150 steps, nudged phases at most 20 steps (plain iteration, stopping at "
             f"‖F‖ ≤ 1e-5), symmetric initialisation (`--angle 0`) unless stated. `rbp` solves the adjoint system "
-            f"with a dense LU per sample (522 states); `rbp_dynamics` runs the adjoint dynamics for the nudged "
+            f"exactly, by LU per sample (since commit 53d60a2 on the 256 states left once u1 and u3 are eliminated, "
+            f"before it on all 522); `rbp_dynamics` runs the adjoint dynamics for the nudged "
             f"phases' 20 steps. Validation = the 10,000 test images. Free residual: the largest over the epoch.\n\n"
             f"**hEP (N = 2, |β| = 0.5) against RBP after one epoch: {gap:.2f} points apart with seed {first}"
             + (f", {mean_gap:.2f} between the means over {len(args.seeds)} seeds" if len(args.seeds) > 1 else "")
