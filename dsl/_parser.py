@@ -321,7 +321,7 @@ def _syntax_error(exc: UnexpectedInput, source: str) -> EqnSyntaxError:
                               _position(source, start, len(operator)))
     if token.type in ("RPAR", "RSQB") and brackets == []:
         return EqnSyntaxError(f"unmatched '{token}'", span)
-    if brackets and (token.type == "DDT" or (token.type != "NAME" and str(token) in _STATEMENTS)):
+    if brackets and starts_statement:
         # a statement keyword cannot stand inside brackets: the innermost one was left open
         return EqnSyntaxError(f"'{brackets[-1][0]}' was never closed", _position(source, brackets[-1][1]))
     if brackets and brackets[-1][0] == "(" and token.type in ("NAME", "NUMBER", "PRIMED") \
