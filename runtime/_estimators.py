@@ -419,49 +419,54 @@ class RecurrentBackprop(Estimator):
         chosen, and φ'(u)⊙F (declared coordinates) is singular where φ' underflows.
 
         Where the Jacobian is diagonal on a block of states (`Program.diagonal_block`: every other
-        layer of a layered map or energy), that block is eliminated and a dense LU runs on the Schur
-        complement, the size of the other states, while that fits `dense_limit`
-        (`_eliminated_adjoint`). Otherwise, up to `dense_limit` states: a dense LU solve per
-        sample. Larger states: matrix-free GMRES on Jᵀ (lineax), one VJP per iteration, which needs
-        no stability of the dynamics. In float32, GMRES often stalls above its tolerance on the
-        Jacobians of trained maps: the dense solves are preferred wherever they fit in memory.
+        layer of a layered map or energy), that block is eliminated first and the solve runs on
+        the Schur complement, the size of the other states (`_eliminated_adjoint`). Either system
+        is solved by `_transposed_solve`: a dense LU up to `dense_limit` unknowns, matrix-free GMRES
+        beyond.
         """
         g = cost_state_grad(model, free, x, y)
         block = model.program.diagonal_block if self.eliminate else ()
-        rest = sum(math.prod(shape) for name, shape in model.program.states.items() if name not in block)
-        if block and rest <= self.dense_limit:
-            return _eliminated_adjoint(model, x, free, g, block)
-        flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
-        u = jax.vmap(ravel)(free)
-        rhs = jax.vmap(ravel)(g)
-        n = u.shape[1]
+        if block:
+            return _eliminated_adjoint(model, x, free, g, block, self.dense_limit)
+        field, inputs = model._sample_field(x, ep=False)
 
-        def solve_one(ui, bi, inp):
-            if n <= self.dense_limit:
-                jac = jax.jacfwd(lambda w: flat_field(w, inp))(ui)
-                return lx.linear_solve(lx.MatrixLinearOperator(jac.T), bi, lx.LU()).value
-            _, pull = jax.vjp(lambda w: flat_field(w, inp), ui)
-            operator = lx.FunctionLinearOperator(lambda v: pull(v)[0], jax.ShapeDtypeStruct(ui.shape, ui.dtype))
-            tol = 1e-10 if ui.dtype == jnp.float64 else 1e-5
-            solver = lx.GMRES(rtol=tol, atol=tol, restart=min(n, 60), max_steps=20 * n)
-            # A sample whose loss is flat in u (∂C/∂u underflows to 0) has λ = 0; GMRES would
-            # divide by its zero norm.
-            flat = jnp.all(bi == 0)
-            value = lx.linear_solve(operator, jnp.where(flat, jnp.ones_like(bi), bi), solver, throw=False).value
-            return jnp.where(flat, jnp.zeros_like(value), value)
+        def solve_one(u, b, sample_inputs):
+            flat, unravel = jax.flatten_util.ravel_pytree(u)
+            _, pull = jax.vjp(lambda v: jax.flatten_util.ravel_pytree(field(unravel(v), sample_inputs))[0], flat)
+            return unravel(_transposed_solve(lambda c: pull(c)[0], jax.flatten_util.ravel_pytree(b)[0],
+                                             self.dense_limit))
 
-        return jax.vmap(unravel)(jax.vmap(solve_one)(u, rhs, inputs))
+        return jax.vmap(solve_one)(free, g, inputs)
 
 
-def _eliminated_adjoint(model, x, free, rhs, inside: tuple[str, ...]) -> dict:
+def _transposed_solve(transposed_matvec, rhs, dense_limit: int):
+    """x with Mᵀx = rhs for one sample, given c ↦ Mᵀc. Up to `dense_limit` unknowns Mᵀ is formed
+    from a basis (reverse mode) and LU-solved. Beyond, matrix-free GMRES (lineax), one product per
+    iteration, which needs no stability of the dynamics; in float32 it often stalls above its
+    tolerance on the Jacobians of trained maps, so the dense solve is preferred wherever it fits."""
+    n = rhs.shape[0]
+    if n <= dense_limit:
+        rows = jax.vmap(transposed_matvec)(jnp.eye(n, dtype=rhs.dtype))  # row r: Mᵀe_r, so rows = M
+        return lx.linear_solve(lx.MatrixLinearOperator(rows.T), rhs, lx.LU()).value
+    operator = lx.FunctionLinearOperator(transposed_matvec, jax.ShapeDtypeStruct(rhs.shape, rhs.dtype))
+    tol = 1e-10 if rhs.dtype == jnp.float64 else 1e-5
+    solver = lx.GMRES(rtol=tol, atol=tol, restart=min(n, 60), max_steps=20 * n)
+    # A sample whose loss is flat in u (∂C/∂u underflows to 0) has λ = 0; GMRES would divide by
+    # its zero norm.
+    flat = jnp.all(rhs == 0)
+    value = lx.linear_solve(operator, jnp.where(flat, jnp.ones_like(rhs), rhs), solver, throw=False).value
+    return jnp.where(flat, jnp.zeros_like(value), value)
+
+
+def _eliminated_adjoint(model, x, free, rhs, inside: tuple[str, ...], dense_limit: int) -> dict:
     """λ with Jᵀλ = rhs, per sample, where J is diagonal on the states `inside`
     (`Program.diagonal_block`). In the (inside, outside) ordering J = [[Λ, A], [C, D]] with Λ
     diagonal: the inside rows give λ_in = Λ⁻¹(rhs_in − Cᵀλ_out), and the outside rows then
     Sᵀλ_out = rhs_out − AᵀΛ⁻¹rhs_in with the Schur complement S = D − CΛ⁻¹A, the size of the
-    outside states, solved by LU. Λ is one JVP along ones; on a layered map it is −I.
+    outside states. Λ is one JVP along ones; on a layered map it is −I.
 
-    The rows of S are VJPs through the outside states' field and then the inside states', vmapped
-    over a basis (reverse mode): the first products are with the weights alone, shared by the
+    Sᵀc is a VJP through the outside states' field and then one through the inside states'. Formed
+    over a basis (reverse mode), the first products are with the weights alone, shared by the
     batch, so only the second layer's are per sample, and the full Jacobian is never formed. Where
     Λ has a zero the elimination divides by it; at a stable fixed point of an energy flow Λ < 0."""
     field, inputs = model._sample_field(x, ep=False)
@@ -478,17 +483,16 @@ def _eliminated_adjoint(model, x, free, rhs, inside: tuple[str, ...]) -> dict:
         diag = jax.jvp(lambda v: split(v, u_out, inside), (u_in,), (ones,))[1]
         _, pull_out = jax.vjp(lambda v_in, v_out: split(v_in, v_out, outside), u_in, u_out)  # c ↦ (Cᵀc, Dᵀc)
         _, pull_in = jax.vjp(lambda v: split(u_in, v, inside), u_out)  # c ↦ Aᵀc
-        flat_out, unravel_out = jax.flatten_util.ravel_pytree(u_out)
+        _, unravel_out = jax.flatten_util.ravel_pytree(u_out)
 
         def schur_transposed(c):  # Sᵀc = Dᵀc − AᵀΛ⁻¹Cᵀc
             c_in, c_out = pull_out(unravel_out(c))
             (a_c,) = pull_in({s: c_in[s] / diag[s] for s in inside})
             return jax.flatten_util.ravel_pytree({s: c_out[s] - a_c[s] for s in outside})[0]
 
-        schur = jax.vmap(schur_transposed)(jnp.eye(flat_out.shape[0], dtype=flat_out.dtype))  # row r: Sᵀe_r
         (a_b,) = pull_in({s: b_in[s] / diag[s] for s in inside})
         reduced = jax.flatten_util.ravel_pytree({s: b_out[s] - a_b[s] for s in outside})[0]
-        lam_out = unravel_out(lx.linear_solve(lx.MatrixLinearOperator(schur.T), reduced, lx.LU()).value)
+        lam_out = unravel_out(_transposed_solve(schur_transposed, reduced, dense_limit))
         c_lam, _ = pull_out(lam_out)
         return {**lam_out, **{s: (b_in[s] - c_lam[s]) / diag[s] for s in inside}}
 

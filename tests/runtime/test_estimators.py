@@ -271,14 +271,18 @@ def test_non_holomorphic_model_refused_for_complex_estimators():
     assert np.all(np.isfinite(_flat(grads)))
 
 
-def test_matrix_free_adjoint_dynamics_match_the_dense_solve():
-    """rbp on large states solves Jᵀλ = ∂C/∂u matrix-free (GMRES); it must match the dense solve."""
+@pytest.mark.parametrize("eliminate", [True, False])
+def test_matrix_free_adjoint_dynamics_match_the_dense_solve(eliminate):
+    """rbp on large states solves Jᵀλ = ∂C/∂u matrix-free (GMRES), on the Schur complement or on
+    the whole Jacobian; either must match the dense solve."""
     from eqn.runtime._estimators import RecurrentBackprop
     model, x, y = _problem("untied_leaky")
     free = model.free(x, solver=SOLVER)
-    dense = RecurrentBackprop().adjoint(model, x, y, free, SOLVER)
+    full = RecurrentBackprop()
+    full.eliminate = False
+    dense = full.adjoint(model, x, y, free, SOLVER)
     iterative = RecurrentBackprop()
-    iterative.dense_limit = 0
+    iterative.dense_limit, iterative.eliminate = 0, eliminate
     matrix_free = iterative.adjoint(model, x, y, free, SOLVER)
     for k in dense:
         np.testing.assert_allclose(matrix_free[k], dense[k], rtol=1e-9, atol=1e-12)
