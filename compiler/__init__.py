@@ -1,23 +1,24 @@
-"""The compiler: checks, derivations and emission of `.eqn` models."""
+"""The compiler: checks, IR, derivations, learning rules and the per-sample JAX evaluation of a
+model's expressions. It imports `eqn.dsl` only; the compiled module lives in `eqn.runtime`."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-import jax
-
 from ..dsl import ErrorList, EqnNameError, parse
 from ..dsl.ast import Module
+from . import _library  # noqa: F401  (registers the operations' records)
 from ._check import check
-from ._derive import Rule
-from ._emit import RESERVED_NAMES, EqnModel, emit, evaluate, evaluate_many
+from ._evaluate import evaluate, evaluate_many
 from ._functions import PythonFunction, register_function
+from ._ir import Node, state_independent
 from ._print import render
-from ._program import Program
+from ._program import MODULE_ATTRIBUTES, Program
+from ._rules import Rule
 
 
-def _read(path_or_source: str | Path) -> tuple[str | bytes, str]:
+def read_model(path_or_source: str | Path) -> tuple[str | bytes, str]:
     """(text, filename) for a path, a zoo model name, or `.eqn` source text."""
     if isinstance(path_or_source, Path):
         return path_or_source.read_bytes(), str(path_or_source)
@@ -34,8 +35,20 @@ def _read(path_or_source: str | Path) -> tuple[str | bytes, str]:
 
 
 def load(path_or_source: str | Path, *, consts: dict | None = None, holomorphic: bool = False) -> Program:
-    """Parse, check and derive a model; raise `ErrorList` (every error, located) on a bad file."""
-    text, filename = _read(path_or_source)
+    """Parse, check and derive a model.
+
+    Args:
+        path_or_source: a `Path`, a path or zoo name ("hopfield_mlp"), or `.eqn` source text.
+        consts: values that override the file's constants.
+        holomorphic: refuse non-holomorphic operations.
+
+    Returns:
+        The checked, derived `Program`.
+
+    Raises:
+        ErrorList: every error of the file, located.
+    """
+    text, filename = read_model(path_or_source)
     try:
         module = parse(text, filename)
     except ErrorList:
@@ -43,7 +56,7 @@ def load(path_or_source: str | Path, *, consts: dict | None = None, holomorphic:
     except Exception as error:  # EqnSyntaxError
         raise ErrorList([error]) from None
     program = check(module, consts=consts, holomorphic=holomorphic)
-    clashes = [spec for name, spec in program.params.items() if name in RESERVED_NAMES]
+    clashes = [spec for name, spec in program.params.items() if name in MODULE_ATTRIBUTES]
     if clashes:
         raise ErrorList([EqnNameError(f"param name '{spec.name}' clashes with a method of the compiled module; "
                                       "rename it", spec.span, filename=filename, source=module.source)
@@ -51,28 +64,16 @@ def load(path_or_source: str | Path, *, consts: dict | None = None, holomorphic:
     return program
 
 
-def compile(path_or_source: str | Path | Program, *, key=None, consts: dict | None = None, dtype=None,
-            holomorphic: bool = False, solver=None, dt: float | None = None) -> EqnModel:
-    """Compile a `.eqn` file (a path, a zoo name such as "hopfield_mlp", or source text) into an
-    Equinox module with parameters drawn from `key` (default PRNGKey(0)).
+def rules(program_or_path: Program | str | Path, **kwargs) -> dict[str, Rule]:
+    """The derived learning rule of every parameter, by name.
 
-    `consts` overrides the file's constants; `holomorphic=True` refuses non-holomorphic operations;
-    `solver` and `dt` set how `free`/`nudged` find fixed points.
+    Args:
+        program_or_path: a `Program`, or what `load` takes.
+        **kwargs: passed to `load` (consts, holomorphic).
     """
-    program = path_or_source if isinstance(path_or_source, Program) else load(
-        path_or_source, consts=consts, holomorphic=holomorphic)
-    key = jax.random.PRNGKey(0) if key is None else key
-    return emit(program, key, dtype=dtype, solver=solver, dt=dt)
+    program = program_or_path if isinstance(program_or_path, Program) else load(program_or_path, **kwargs)
+    return dict(program.rules)
 
 
-def rules(model_or_path: EqnModel | Program | str | Path, **kwargs) -> dict[str, Rule]:
-    """The derived learning rule of every parameter, by name."""
-    if isinstance(model_or_path, EqnModel):
-        return dict(model_or_path.program.rules)
-    if isinstance(model_or_path, Program):
-        return dict(model_or_path.rules)
-    return dict(load(model_or_path, **kwargs).rules)
-
-
-__all__ = ["compile", "load", "rules", "check", "EqnModel", "Program", "Rule", "register_function",
-           "PythonFunction", "render", "evaluate", "evaluate_many", "Module"]
+__all__ = ["load", "rules", "check", "read_model", "Program", "Rule", "register_function", "PythonFunction",
+           "render", "evaluate", "evaluate_many", "state_independent", "Node", "Module", "MODULE_ATTRIBUTES"]

@@ -18,13 +18,19 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ._ir import Node, Op, mul, op, register_op
+from ._algebra import mul
+from ._ir import Node, Op, Operation, ShapeMismatch, Signature, broadcast_shapes, fmt_shape, op, register
+from ._library import library_names
+from ._print import call_notation
+from ._tensor_ops import pullback
 
 Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class PythonFunction:
+    """A JAX function registered under a name that models may call (see the module docstring)."""
+
     name: str
     fn: Callable
     holomorphic: bool
@@ -47,16 +53,26 @@ class PythonFunction:
             fn = _diagonal_of(fn)
         return fn
 
+    def result_shape(self, shapes: list[Shape]) -> Shape:
+        """The shape of a call on arguments of `shapes`: the shape function's, or the broadcast
+        shape; raises `ShapeMismatch` with the reason."""
+        if self.shape is None:
+            shape: Shape = ()
+            for s in shapes:
+                try:
+                    shape = broadcast_shapes(shape, s)
+                except ShapeMismatch as exc:
+                    raise ShapeMismatch(f"arguments of '{self.name}': {exc}") from None
+            return shape
+        try:
+            return tuple(int(d) for d in self.shape(*shapes))
+        except Exception as exc:  # the user's shape function refused the arguments
+            raise ShapeMismatch(f"shape function of '{self.name}' refused argument shapes "
+                                f"{', '.join(fmt_shape(s) for s in shapes)}: {exc}") from None
+
 
 def _diagonal_of(fn: Callable) -> Callable:
     return lambda z: jax.jvp(fn, (z,), (jnp.ones_like(z),))[1]
-
-
-def split_op_name(op_name: str) -> tuple[PythonFunction, int]:
-    """The registered function and derivative order of an operation `py:name'…'`."""
-    name = op_name[3:]
-    base = name.rstrip("'")
-    return _REGISTRY[base], len(name) - len(base)
 
 
 _REGISTRY: dict[str, PythonFunction] = {}
@@ -66,18 +82,23 @@ def register_function(name: str, fn: Callable, *, holomorphic: bool, shape: Call
                       arity: int | None = None, elementwise: bool = False) -> PythonFunction:
     """Make `fn` callable from `.eqn` files as `name(...)`.
 
-    `holomorphic` declares whether fn is complex-differentiable (models calling a non-holomorphic
-    function are refused by holomorphic estimators). `shape(*arg_shapes)` gives the result shape;
-    by default the result has the broadcast shape of the arguments. `elementwise=True` declares
-    a function of one argument whose output component i depends on input component i alone, so
-    that its derivative is the function `name'` (see the module docstring).
-    """
-    from ._check import LIBRARY
-    from ._library import pullback
+    Args:
+        name: the name models call it by (an identifier, not one of the library's).
+        fn: a JAX-traceable function of per-sample arrays (no batch axis).
+        holomorphic: whether fn is complex-differentiable; models calling a non-holomorphic
+            function are refused by holomorphic estimators.
+        shape: `shape(*arg_shapes)` gives the result shape; by default the broadcast shape of
+            the arguments.
+        arity: the number of arguments, if fixed.
+        elementwise: a function of one argument whose output component i depends on input
+            component i alone, so that its derivative is the function `name'`.
 
+    Returns:
+        The registered `PythonFunction`.
+    """
     if not name.isidentifier():
         raise ValueError(f"function name must be an identifier, got {name!r}")
-    if name in LIBRARY:
+    if name in library_names():
         raise ValueError(f"'{name}' is a function of the language's library; register yours under another name")
     if elementwise and (shape is not None or arity not in (None, 1)):
         raise ValueError(f"'{name}': an elementwise function takes one argument and keeps its shape")
@@ -86,7 +107,11 @@ def register_function(name: str, fn: Callable, *, holomorphic: bool, shape: Call
     if elementwise:
         _register_derivative(entry, 0)
     else:
-        register_op(entry.op_name, holomorphic=entry.holomorphic, vjp=pullback)
+        register(Operation(entry.op_name, lambda values, node: entry.fn(*values), pullback,
+                           holomorphic=entry.holomorphic, render=lambda node: call_notation(node, entry.name),
+                           signature=Signature(entry.arity, lambda args, keywords, span: op(
+                               entry.op_name, tuple(args), entry.result_shape([a.shape for a in args]),
+                               (("name", entry.name),), span))))
     return entry
 
 
@@ -95,11 +120,13 @@ def _register_derivative(entry: PythonFunction, order: int) -> None:
     as derivations reach."""
 
     def vjp(node: Op, ct: Node) -> tuple[Node]:
-        _register_derivative(entry, order + 1)
         (arg,) = node.args
         return (mul(derivative_node(entry, arg, order + 1, node.span), ct),)
 
-    register_op(entry.derivative_op_name(order), holomorphic=entry.holomorphic, vjp=vjp, elementwise=True)
+    name = entry.name + "'" * order
+    register(Operation(entry.derivative_op_name(order), lambda values, node: entry.derivative(order)(*values), vjp,
+                       holomorphic=entry.holomorphic, elementwise=True, render=lambda node: call_notation(node, name),
+                       signature=Signature(1, lambda args, keywords, span: derivative_node(entry, args[0], order, span))))
 
 
 def derivative_node(entry: PythonFunction, arg: Node, order: int, span=None) -> Node:
@@ -109,8 +136,5 @@ def derivative_node(entry: PythonFunction, arg: Node, order: int, span=None) -> 
 
 
 def lookup(name: str) -> PythonFunction | None:
+    """The Python function registered under `name`, if any."""
     return _REGISTRY.get(name)
-
-
-def registered() -> dict[str, PythonFunction]:
-    return dict(_REGISTRY)

@@ -1,8 +1,10 @@
-"""The typed intermediate representation: immutable expression DAGs over per-sample tensors.
+"""The typed intermediate representation: immutable expression DAGs over per-sample tensors, and
+the registry of operations.
 
-Every node knows its shape and the source span it came from. Smart constructors (`add`, `mul`,
-`matmul`, …) check shapes and fold trivial algebra (x·1, x+0, −(−x), constants) as they build,
-so derived expressions come out simplified without a separate pass.
+Every node knows its shape and the source span it came from. Every operation has one record
+(`Operation`) holding all that the compiler knows of it: evaluation, derivative, holomorphy,
+elementwise-ness, how to rebuild it, how to print it and how a model calls it. The records are
+written in `_tensor_ops.py` and `_elementwise.py` (and `_functions.py` for Python functions).
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ Shape = tuple[int, ...]
 
 
 class ShapeMismatch(Exception):
-    """Raised by constructors; the checker turns it into a located `EqnShapeError`."""
+    """Raised by constructors and shape rules; the checker turns it into a located `EqnShapeError`,
+    at the argument numbered `argument` when one is named, else at the whole expression."""
+
+    def __init__(self, message: str, argument: int | None = None):
+        super().__init__(message)
+        self.argument = argument
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -77,12 +84,6 @@ class Op(Node):
         return default
 
 
-# Special ops that carry structure for printing and derivation:
-#   named   args=(body,)  attrs=(("name", let name),)             a let binding, printed by name
-#   call    args=(arg,)   attrs=(("name", f), ("primes", k), ("param", p), ("body", ir))
-#                         a one-argument elementwise user function applied to arg
-
-
 def const(value: float) -> Const:
     return Const((), value=float(value))
 
@@ -115,301 +116,78 @@ def fmt_shape(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]" if shape else "scalar"
 
 
-# ----------------------------------------------------------------------------- op registry
+# ----------------------------------------------------------------------------- operations
 
 
 @dataclass(frozen=True)
-class OpDef:
-    """What the compiler knows about one operation.
+class Keyword:
+    """A keyword argument of a library call: its default (a number, or the name of an earlier
+    keyword whose value it takes) and the kind of constant it must be: "positive integer",
+    "non-negative integer" or "positive number"."""
 
-    `holomorphic`: whether the operation is complex-differentiable (see DESIGN.md).
-    `vjp(node, cotangent) -> tuple of cotangents, one per argument` in IR.
-    `evaluate(values, node) -> array` is attached by the emitter (`_emit.py`).
+    name: str
+    default: float | str
+    kind: str = "positive integer"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a `.eqn` model calls an operation by name: `arity` positional arguments (None: any
+    number), `keywords`, and
+    `build(args, keywords, span)`, the node for lowered arguments and evaluated keywords (raising
+    `ShapeMismatch` for operands that do not fit)."""
+
+    arity: int | None
+    build: Callable[[list, dict, Span | None], "Node"]
+    keywords: tuple[Keyword, ...] = ()
+    name: str | None = None  # the name a model calls it by, when not the operation's (flatten)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """Everything the compiler knows about one operation, side by side.
+
+    `evaluate(values, node)`: the operation on one sample in `jax.numpy`, from its arguments' values.
+    `vjp(node, cotangent)`: one cotangent per argument, as IR (None where there is none).
+    `holomorphic`: complex-differentiable (a model using it is refused for complex β).
+    `elementwise`: output component i reads input component i only, so its Jacobian is diagonal.
+    `rebuild(node, args)`: the node over new arguments, through the smart constructors; None keeps
+      the attributes (and, for an elementwise operation, takes the arguments' broadcast shape).
+    `render(node)`: its notation in printed rules, as (text, precedence) (see `_print.py`); None
+      prints `name(arguments, keywords)`.
+    `signature`: how a model calls it by name; None for operations that derivations produce.
     """
 
     name: str
-    holomorphic: bool
-    vjp: Callable[[Op, Node], tuple[Node | None, ...]] | None
+    evaluate: Callable[[list, "Op"], Any]
+    vjp: Callable[["Op", "Node"], tuple]
+    holomorphic: bool = True
     elementwise: bool = False
+    rebuild: Callable[["Op", tuple], "Node"] | None = None
+    render: Callable[["Op"], tuple[str, int]] | None = None
+    signature: Signature | None = None
 
 
-OPS: dict[str, OpDef] = {}
+OPERATIONS: dict[str, Operation] = {}
 
 
-def register_op(name: str, *, holomorphic: bool, vjp=None, elementwise: bool = False) -> None:
-    OPS[name] = OpDef(name, holomorphic, vjp, elementwise)
+def register(operation: Operation) -> Operation:
+    """Add an operation's record to the registry (a later record of the same name replaces it)."""
+    OPERATIONS[operation.name] = operation
+    return operation
+
+
+def operation(name: str) -> Operation:
+    """The record of the operation `name`."""
+    try:
+        return OPERATIONS[name]
+    except KeyError:
+        raise KeyError(f"no operation '{name}' is registered") from None
 
 
 def op(name: str, args: tuple[Node, ...], shape: Shape, attrs: tuple = (), span: Span | None = None) -> Op:
+    """A node of operation `name`, built as given (no shape check, no simplification)."""
     return Op(tuple(shape), span, op=name, args=tuple(args), attrs=tuple(attrs))
-
-
-# ----------------------------------------------------------------------------- smart constructors
-
-
-def neg(a: Node, span=None) -> Node:
-    if is_zero(a):
-        return a
-    if isinstance(a, Const):
-        return const(-a.value)
-    if isinstance(a, Op) and a.op == "neg":
-        return a.args[0]
-    if isinstance(a, Op) and a.op == "sub":
-        return sub(a.args[1], a.args[0], span)
-    if isinstance(a, Op) and a.op == "outer" and isinstance(a.args[0], Op) and a.args[0].op == "sub":
-        first = a.args[0]
-        return outer(sub(first.args[1], first.args[0]), a.args[1], span)
-    return op("neg", (a,), a.shape, span=span)
-
-
-def _fold(fn, a: Node, b: Node) -> Node | None:
-    if isinstance(a, Const) and isinstance(b, Const):
-        return const(fn(a.value, b.value))
-    return None
-
-
-def same(a: Node, b: Node, depth: int = 12) -> bool:
-    """Structural equality of two sub-expressions (bounded depth; False when unsure)."""
-    if a is b:
-        return True
-    if type(a) is not type(b) or a.shape != b.shape or depth == 0:
-        return False
-    if isinstance(a, Const):
-        return a.value == b.value
-    if isinstance(a, Zero):
-        return True
-    if isinstance(a, Var):
-        return a.name == b.name and a.kind == b.kind
-    if isinstance(a, Op):
-        return (a.op == b.op and a.attrs == b.attrs and len(a.args) == len(b.args)
-                and all(same(x, y, depth - 1) for x, y in zip(a.args, b.args)))
-    return False
-
-
-def _coefficient(node: Node) -> tuple[float, Node]:
-    """node = c·rest with a constant c (1 when there is none)."""
-    if isinstance(node, Op) and node.op == "mul" and isinstance(node.args[0], Const):
-        return node.args[0].value, node.args[1]
-    if isinstance(node, Op) and node.op == "neg":
-        c, rest = _coefficient(node.args[0])
-        return -c, rest
-    return 1.0, node
-
-
-def _combine(a: Node, b: Node, sign: float, shape: Shape) -> Node | None:
-    """c₁x ± c₂x → (c₁ ± c₂)x, so derived fields read like the equations one would write."""
-    ca, ra = _coefficient(a)
-    cb, rb = _coefficient(b)
-    if isinstance(ra, Const) or not same(ra, rb):
-        return None
-    return broadcast(mul(const(ca + sign * cb), ra), shape)
-
-
-def add(a: Node, b: Node, span=None) -> Node:
-    shape = broadcast_shapes(a.shape, b.shape)
-    if (folded := _fold(lambda x, y: x + y, a, b)) is not None:
-        return folded
-    if (combined := _combine(a, b, 1.0, shape)) is not None:
-        return combined
-    if is_zero(b):
-        return broadcast(a, shape)
-    if is_zero(a):
-        return broadcast(b, shape)
-    if isinstance(b, Op) and b.op == "neg":
-        return sub(a, b.args[0], span)
-    if isinstance(a, Op) and a.op == "neg":
-        return sub(b, a.args[0], span)
-    return op("add", (a, b), shape, span=span)
-
-
-def sub(a: Node, b: Node, span=None) -> Node:
-    shape = broadcast_shapes(a.shape, b.shape)
-    if (folded := _fold(lambda x, y: x - y, a, b)) is not None:
-        return folded
-    if (combined := _combine(a, b, -1.0, shape)) is not None:
-        return combined
-    if is_zero(b):
-        return broadcast(a, shape)
-    if is_zero(a):
-        return broadcast(neg(b), shape)
-    if isinstance(b, Op) and b.op == "neg":
-        return add(a, b.args[0], span)
-    return op("sub", (a, b), shape, span=span)
-
-
-def _unbroadcast_const(node: Node) -> Node:
-    if isinstance(node, Op) and node.op == "broadcast" and isinstance(node.args[0], Const):
-        return node.args[0]
-    return node
-
-
-def mul(a: Node, b: Node, span=None) -> Node:
-    shape = broadcast_shapes(a.shape, b.shape)
-    a, b = _unbroadcast_const(a), _unbroadcast_const(b)
-    if (folded := _fold(lambda x, y: x * y, a, b)) is not None:
-        return folded
-    if is_zero(a) or is_zero(b):
-        return zeros(shape)
-    if is_const(a, 1.0):
-        return broadcast(b, shape)
-    if is_const(b, 1.0):
-        return broadcast(a, shape)
-    if is_const(a, -1.0):
-        return broadcast(neg(b), shape)
-    if is_const(b, -1.0):
-        return broadcast(neg(a), shape)
-    if isinstance(b, Const) and not isinstance(a, Const):
-        a, b = b, a
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(mul(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(mul(a, b.args[0], span))
-    if isinstance(a, Const) and isinstance(b, Op) and b.op == "mul" and isinstance(b.args[0], Const):
-        return mul(const(a.value * b.args[0].value), b.args[1], span)
-    return op("mul", (a, b), shape, span=span)
-
-
-def _logistic_argument(b: Node) -> Node | None:
-    """z when b is 1 + exp(−z) (either order), so 1/b is sigmoid(z)."""
-    if not (isinstance(b, Op) and b.op == "add"):
-        return None
-    one, other = (b.args[0], b.args[1]) if is_const(b.args[0], 1.0) else (b.args[1], b.args[0])
-    if is_const(one, 1.0) and isinstance(other, Op) and other.op == "exp":
-        return neg(other.args[0])
-    return None
-
-
-def div(a: Node, b: Node, span=None) -> Node:
-    shape = broadcast_shapes(a.shape, b.shape)
-    # 1/(1 + exp(−z)) is the logistic function: evaluate it as one (stable where exp overflows).
-    if is_const(a, 1.0) and (z := _logistic_argument(b)) is not None:
-        return op("sigmoid", (z,), shape, span=span)
-    if isinstance(b, Const) and b.value != 0:
-        if isinstance(a, Const):
-            return const(a.value / b.value)
-        return mul(const(1.0 / b.value), a, span)
-    if is_zero(a):
-        return zeros(shape)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(div(a.args[0], b, span))
-    return op("div", (a, b), shape, span=span)
-
-
-def power(a: Node, b: Node, span=None) -> Node:
-    shape = broadcast_shapes(a.shape, b.shape)
-    if (folded := _fold(lambda x, y: x**y, a, b)) is not None:
-        return folded
-    if is_const(b, 1.0):
-        return a
-    if is_const(b, 0.0):
-        return broadcast(const(1.0), shape)
-    return op("pow", (a, b), shape, span=span)
-
-
-def broadcast(a: Node, shape: Shape) -> Node:
-    shape = tuple(shape)
-    if a.shape == shape:
-        return a
-    if isinstance(a, Zero):
-        return zeros(shape)
-    if isinstance(a, Const) or a.shape == ():
-        return op("broadcast", (a,), shape, (("shape", shape),))
-    broadcast_shapes(a.shape, shape)
-    return op("broadcast", (a,), shape, (("shape", shape),))
-
-
-def sum_to(a: Node, shape: Shape) -> Node:
-    """Sum a broadcast cotangent back down to `shape` (the adjoint of `broadcast`)."""
-    shape = tuple(shape)
-    if a.shape == shape:
-        return a
-    if isinstance(a, Zero):
-        return zeros(shape)
-    if shape == ():
-        return reduce_sum(a)
-    return op("sum_to", (a,), shape, (("shape", shape),))
-
-
-def reduce_sum(a: Node, span=None) -> Node:
-    if a.shape == ():
-        return a
-    if isinstance(a, Zero):
-        return zeros(())
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(reduce_sum(a.args[0], span))
-    return op("sum", (a,), (), span=span)
-
-
-def matmul(a: Node, b: Node, span=None) -> Node:
-    if a.ndim == 0 or b.ndim == 0 or a.ndim > 2 or b.ndim > 2:
-        raise ShapeMismatch(f"'@' needs vectors or matrices, got {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}")
-    inner_a = a.shape[-1]
-    inner_b = b.shape[0]
-    if inner_a != inner_b:
-        raise ShapeMismatch(f"'@' shapes {fmt_shape(a.shape)} and {fmt_shape(b.shape)} do not match "
-                            f"({inner_a} ≠ {inner_b})")
-    shape = a.shape[:-1] + b.shape[1:]
-    if is_zero(a) or is_zero(b):
-        return zeros(shape)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(matmul(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(matmul(a, b.args[0], span))
-    return op("matmul", (a, b), shape, span=span)
-
-
-def dot(a: Node, b: Node, span=None) -> Node:
-    if a.shape != b.shape:
-        raise ShapeMismatch(f"'.' needs equal shapes, got {fmt_shape(a.shape)} . {fmt_shape(b.shape)}")
-    if is_zero(a) or is_zero(b):
-        return zeros(())
-    if a.shape == ():
-        return mul(a, b, span)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(dot(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(dot(a, b.args[0], span))
-    return op("dot", (a, b), (), span=span)
-
-
-def outer(a: Node, b: Node, span=None) -> Node:
-    if a.ndim > 1 or b.ndim > 1:
-        raise ShapeMismatch(f"outer needs vectors, got {fmt_shape(a.shape)} and {fmt_shape(b.shape)}")
-    if a.ndim == 0 or b.ndim == 0:
-        return mul(a, b, span)
-    shape = a.shape + b.shape
-    if is_zero(a) or is_zero(b):
-        return zeros(shape)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(outer(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(outer(a, b.args[0], span))
-    return op("outer", (a, b), shape, span=span)
-
-
-def transpose(a: Node, span=None) -> Node:
-    if a.ndim < 2:
-        return a
-    if isinstance(a, Zero):
-        return zeros(a.shape[::-1])
-    if isinstance(a, Op) and a.op == "transpose":
-        return a.args[0]
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(transpose(a.args[0], span))
-    return op("transpose", (a,), a.shape[::-1], span=span)
-
-
-def reshape(a: Node, shape: Shape, span=None) -> Node:
-    shape = tuple(shape)
-    if a.shape == shape:
-        return a
-    if isinstance(a, Zero):
-        return zeros(shape)
-    return op("reshape", (a,), shape, (("shape", shape),), span=span)
-
-
-def unary(name: str, a: Node, span=None) -> Node:
-    return op(name, (a,), a.shape, span=span)
 
 
 # ----------------------------------------------------------------------------- traversal
@@ -448,6 +226,11 @@ def free_vars(root: Node) -> dict[str, Var]:
     return found
 
 
+def is_elementwise(node: Node) -> bool:
+    """Whether a node's operation keeps components apart (a leaf counts as such)."""
+    return not isinstance(node, Op) or node.op in ("call", "named") or OPERATIONS[node.op].elementwise
+
+
 def reads_elementwise(root: Node, name: str, absent: set[str]) -> bool:
     """Whether `root` reads none of the leaves in `absent` and reads the leaf `name` only through
     elementwise operations of its shape, so that its Jacobian in `name` is diagonal."""
@@ -461,13 +244,12 @@ def reads_elementwise(root: Node, name: str, absent: set[str]) -> bool:
             if node.name == name:
                 shape = node.shape
             continue
-        args = node.args if isinstance(node, Op) else ()
+        args = children(node)
         reads[node.uid] = any(reads[a.uid] for a in args)
         if not reads[node.uid]:
             ok[node.uid] = True
             continue
-        elementwise = node.op in ("call", "named") or OPS[node.op].elementwise
-        ok[node.uid] = elementwise and node.shape == shape and all(ok[a.uid] for a in args)
+        ok[node.uid] = is_elementwise(node) and node.shape == shape and all(ok[a.uid] for a in args)
     return ok[root.uid] and (shape is None or root.shape == shape)
 
 
@@ -485,30 +267,64 @@ def substitute(root: Node, mapping: dict[str, Node]) -> Node:
     return memo[root.uid]
 
 
-_REBUILD = {
-    "add": add, "sub": sub, "mul": mul, "div": div, "pow": power, "matmul": matmul, "dot": dot,
-    "outer": outer,
-}
-
-
 def rebuild(node: Op, args: tuple[Node, ...]) -> Node:
-    if node.op in _REBUILD:
-        return _REBUILD[node.op](*args, span=node.span)
-    if node.op == "neg":
-        return neg(args[0], node.span)
-    if node.op == "transpose":
-        return transpose(args[0], node.span)
-    if node.op == "sum":
-        return reduce_sum(args[0], node.span)
-    if node.op == "sum_to":
-        return sum_to(args[0], node.attr("shape"))
-    if node.op == "broadcast":
-        return broadcast(args[0], node.attr("shape"))
-    if node.op == "reshape":
-        return reshape(args[0], node.attr("shape"), node.span)
+    """`node` over new arguments, as its record says."""
+    record = OPERATIONS[node.op]
+    if record.rebuild is not None:
+        return record.rebuild(node, args)
     shape = node.shape
-    if node.op == "call" or (node.op in OPS and OPS[node.op].elementwise):
+    if record.elementwise:
         shape = ()
         for arg in args:
             shape = broadcast_shapes(shape, arg.shape)
     return Op(shape, node.span, op=node.op, args=args, attrs=node.attrs)
+
+
+class StructuralKeys:
+    """Numbers for sub-expressions, equal exactly when they are structurally equal (the same
+    operations, attributes and leaves, whatever their spans and uids), across every expression
+    this object is asked about: `keys(node)`."""
+
+    def __init__(self):
+        self._table: dict[tuple, int] = {}
+        self._keys: dict[int, int] = {}
+
+    def __call__(self, root: Node) -> int:
+        for node in walk(root):
+            if node.uid not in self._keys:
+                self._keys[node.uid] = self._table.setdefault(self._describe(node), len(self._table))
+        return self._keys[root.uid]
+
+    def _attribute(self, value):
+        if isinstance(value, Node):
+            return ("node", self(value))
+        if isinstance(value, tuple):
+            return tuple(self._attribute(v) for v in value)
+        return value
+
+    def _describe(self, node: Node) -> tuple:
+        if isinstance(node, Const):
+            return ("const", node.value)
+        if isinstance(node, Var):
+            return ("var", node.name, node.kind, node.shape)
+        if isinstance(node, Op):
+            return ("op", node.op, node.shape, self._attribute(node.attrs), tuple(self._keys[a.uid] for a in node.args))
+        return ("zero", node.shape)
+
+
+def state_independent(roots: dict[str, Node]) -> dict[str, Node]:
+    """The largest operations under `roots` that do not read the state: within one phase (fixed
+    input, target and β) they are constants, such as the input drive W·x. Keyed by uid."""
+    reads_state: dict[int, bool] = {}
+    for root in roots.values():
+        for node in walk(root):
+            if node.uid not in reads_state:
+                reads_state[node.uid] = (node.kind in ("state", "cotangent") if isinstance(node, Var)
+                                         else any(reads_state[a.uid] for a in children(node)))
+    frontier: dict[str, Node] = {}
+    for root in roots.values():
+        candidates = [root] + [a for node in walk(root) if reads_state[node.uid] for a in children(node)]
+        for node in candidates:
+            if isinstance(node, Op) and not reads_state[node.uid]:
+                frontier[str(node.uid)] = node
+    return frontier

@@ -7,8 +7,19 @@ from dataclasses import dataclass, field
 
 from ..dsl.ast import Span
 from ..dsl.errors import EqnError
-from ._derive import Rule
-from ._ir import Node, Shape
+from ._ir import Node, Shape, reads_elementwise
+from ._rules import Rule
+
+
+# The attributes of the compiled module (`eqn.runtime.EqnModel`) besides its parameters: a param
+# may not take one of these names (a test keeps this set equal to the module's).
+MODULE_ATTRIBUTES = frozenset({
+    '_abc_impl', '_dtype', '_flat_field', '_inputs', '_param_env', '_per_sample', '_roots',
+    '_sample_field', '_solve', '_targets', 'coordinate_slopes', 'cost', 'dt', 'energy', 'ep_field',
+    'field', 'free', 'free_solver', 'homeostatic_loss', 'init_state', 'jacobian', 'jvp', 'nudged',
+    'nudged_solver', 'params', 'phase_field', 'predict', 'prediction', 'program', 'rule', 'solver',
+    'step', 'symmetry', 'vector_field', 'vjp', 'with_solver'
+})
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class Coordinate:
     slope: Node
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Program:
     """A model after checking and derivation. Plain data: no JAX arrays, no parser objects.
 
@@ -86,9 +97,11 @@ class Program:
 
     @property
     def holomorphic(self) -> bool:
+        """Whether every operation of the model is complex-differentiable."""
         return not self.non_holomorphic
 
     def param_count(self) -> int:
+        """The number of free parameters (tied ones excluded)."""
         return sum(math.prod(spec.shape) for spec in self.params.values())
 
     @property
@@ -98,8 +111,6 @@ class Program:
         elementwise operations (a leak −u, φ'(u)⊙…). A linear solve with the Jacobian can then
         eliminate the block exactly, leaving a Schur complement the size of the other states. For a
         layered map u ← G(u) it is every other layer, where the Jacobian is −I."""
-        from ._ir import reads_elementwise
-
         def diagonal(block: tuple[str, ...]) -> bool:
             return all(reads_elementwise(self.free_field[s], s, set(block) - {s}) for s in block)
 

@@ -8,29 +8,39 @@ the "type II" form with mixing.
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._solvers import FixedPointSolver, SolveStats, residual_norm, swept_field
+from ._solver import FixedPointSolver, residual_norm
 
 
-def _flatten(tree: dict) -> tuple[jax.Array, callable]:
-    """A batched state dict as one [batch, n] array (keys in sorted order, whatever order the dict
-    has), and the inverse."""
-    names = sorted(tree)
-    shapes = [tree[k].shape[1:] for k in names]
-    sizes = [int(jnp.size(tree[k]) // tree[k].shape[0]) for k in names]
-    flat = jnp.concatenate([tree[k].reshape(tree[k].shape[0], -1) for k in names], axis=1)
+def _flatten(tree: dict) -> jax.Array:
+    """A batched state dict as one [batch, n] array, keys in sorted order (whatever order the dict
+    has)."""
+    return jnp.concatenate([tree[k].reshape(tree[k].shape[0], -1) for k in sorted(tree)], axis=1)
 
-    def unflatten(array):
+
+class _Layout(eqx.Module):
+    """Where each state lies in the flat array: static, so it travels in the loop's carry."""
+
+    names: tuple[str, ...] = eqx.field(static=True)
+    shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
+
+    @classmethod
+    def of(cls, tree: dict) -> "_Layout":
+        names = tuple(sorted(tree))
+        return cls(names, tuple(tuple(tree[k].shape[1:]) for k in names))
+
+    def unflatten(self, array: jax.Array) -> dict:
         out, offset = {}, 0
-        for name, shape, size in zip(names, shapes, sizes):
+        for name, shape in zip(self.names, self.shapes):
+            size = math.prod(shape)
             out[name] = array[:, offset:offset + size].reshape((array.shape[0],) + shape)
             offset += size
         return out
-
-    return flat, unflatten
 
 
 class Anderson(FixedPointSolver):
@@ -69,74 +79,67 @@ class Anderson(FixedPointSolver):
     cooldown: int = eqx.field(static=True, default=3)
     sweep: bool = eqx.field(static=True, default=False)
 
-    def solve(self, field, u0, dt, key=None):
-        flat0, unflatten = _flatten(u0)
+    def init(self, field, u0, dt, key):
+        flat0 = _flatten(u0)
         batch, n = flat0.shape
-        m = self.memory
-        dtype = flat0.dtype
         real_dtype = jnp.real(flat0).dtype
-        tiny = jnp.finfo(real_dtype).tiny
-        step_field = swept_field(field, dt) if self.sweep else field
-
-        def residual_of(flat):
-            value = step_field(unflatten(flat))
-            return dt * _flatten(value)[0], residual_norm(value).astype(real_dtype)
-
-        def cond(carry):
-            step, *_, residual, _ = carry
-            return (step < self.max_steps) & (jnp.max(residual) > self.tol)
-
-        def body(carry):
-            step, u, u_prev, f_prev, du_hist, df_hist, age, best, residual, stall = carry
-            reference, stalled_for, plain_left, plain_from, trust = stall
-            f, residual = residual_of(u)
-            slot = (step - 1) % m
-            write = step > 0
-            # one slot is written in place; a select over the whole history would copy it every step
-            du_hist = du_hist.at[:, slot].set(jnp.where(write, u - u_prev, du_hist[:, slot]))
-            df_hist = df_hist.at[:, slot].set(jnp.where(write, f - f_prev, df_hist[:, slot]))
-            age = jnp.where(write, jnp.minimum(age + 1, m), age)
-            warming = step < self.warmup
-            # the stall rule trusts plain steps only once a stretch of them (the warm-up, a cooldown)
-            # has cut the residual by `progress`: where plain steps do not help, it stays off
-            plain_from = jnp.where(step == 0, residual, plain_from)
-            stretch_ended = ((step == self.warmup) & (step > 0)) | (plain_left == 1)
-            trust = jnp.where(stretch_ended, residual < self.progress * plain_from, trust)
-            moved = warming | (residual < self.progress * reference)
-            stalled_for = jnp.where(moved, 0, stalled_for + 1)
-            stalled = ((stalled_for >= self.patience) & trust) if self.patience is not None else jnp.zeros_like(moved)
-            reference = jnp.where(moved | stalled, residual, reference)
-            stalled_for = jnp.where(stalled, 0, stalled_for)
-            plain_from = jnp.where(stalled, residual, plain_from)
-            plain_left = jnp.where(stalled, self.cooldown, jnp.maximum(plain_left - 1, 0))
-            # the extrapolation made things much worse: forget the history, take a plain step
-            restart = (residual > self.restart * best) | warming | stalled | (plain_left > 0)
-            age = jnp.where(restart, 0, age)
-            best = jnp.where(warming, jnp.inf, jnp.minimum(best, residual))
-            recency = (step - 1 - jnp.arange(m)) % m  # 0 for the newest slot
-            valid = (recency[None, :] < age[:, None]).astype(real_dtype)
-            # the normalised columns' Gram matrix from the raw one: one pass over the history
-            raw = jnp.einsum("bin,bjn->bij", jnp.conj(df_hist), df_hist)  # [batch, m, m]
-            norms = jnp.sqrt(jnp.abs(jnp.diagonal(raw, axis1=1, axis2=2)))  # [batch, m]
-            scale = valid / jnp.maximum(norms, tiny)
-            gram = raw * (scale[:, :, None] * scale[:, None, :])
-            eye = jnp.eye(m, dtype=real_dtype)
-            gram = gram + eye * (1 - valid)[:, None, :] + self.regularization * eye * valid[:, None, :]
-            rhs = scale * jnp.einsum("bin,bn->bi", jnp.conj(df_hist), f)
-            gamma = jnp.linalg.solve(gram, rhs[..., None])[..., 0] * scale
-            plain = u + self.mixing * f
-            proposal = plain - jnp.einsum("bi,bin->bn", gamma, du_hist + self.mixing * df_hist)
-            # where the extrapolation breaks down (no fixed point nearby), fall back to a plain step
-            proposal = jnp.where(jnp.all(jnp.isfinite(proposal), axis=1, keepdims=True), proposal, plain)
-            done = (residual <= self.tol)[:, None]
-            return (step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, age, best, residual,
-                    (reference, stalled_for, plain_left, plain_from, trust))
-
-        history = jnp.zeros((batch, m, n), dtype)
+        history = jnp.zeros((batch, self.memory, n), flat0.dtype)
         infinite = jnp.full((batch,), jnp.inf, real_dtype)
         counter = jnp.zeros((batch,), jnp.int32)
-        init = (jnp.asarray(0), flat0, flat0, jnp.zeros_like(flat0), history, history, counter, infinite, infinite,
-                (infinite, counter, counter, infinite, jnp.ones((batch,), bool)))
-        steps, u, *_ = jax.lax.while_loop(cond, body, init)
-        residual = residual_norm(field(unflatten(u))).astype(real_dtype)
-        return unflatten(u), SolveStats(steps, jnp.max(residual))
+        stall = (infinite, counter, counter, infinite, jnp.ones((batch,), bool))
+        return (_Layout.of(u0), jnp.asarray(0), flat0, flat0, jnp.zeros_like(flat0), history, history, counter,
+                infinite, stall)
+
+    def value(self, state):
+        return state[0].unflatten(state[2])
+
+    def step(self, field, state, dt):
+        layout, step, u, u_prev, f_prev, du_hist, df_hist, age, best, stall = state
+        reference, stalled_for, plain_left, plain_from, trust = stall
+        m = self.memory
+        real_dtype = jnp.real(u).dtype
+        tiny = jnp.finfo(real_dtype).tiny
+        value = field(layout.unflatten(u))
+        f, residual = dt * _flatten(value), residual_norm(value).astype(real_dtype)
+        slot = (step - 1) % m
+        write = step > 0
+        # one slot is written in place; a select over the whole history would copy it every step
+        du_hist = du_hist.at[:, slot].set(jnp.where(write, u - u_prev, du_hist[:, slot]))
+        df_hist = df_hist.at[:, slot].set(jnp.where(write, f - f_prev, df_hist[:, slot]))
+        age = jnp.where(write, jnp.minimum(age + 1, m), age)
+        warming = step < self.warmup
+        # the stall rule trusts plain steps only once a stretch of them (the warm-up, a cooldown)
+        # has cut the residual by `progress`: where plain steps do not help, it stays off
+        plain_from = jnp.where(step == 0, residual, plain_from)
+        stretch_ended = ((step == self.warmup) & (step > 0)) | (plain_left == 1)
+        trust = jnp.where(stretch_ended, residual < self.progress * plain_from, trust)
+        moved = warming | (residual < self.progress * reference)
+        stalled_for = jnp.where(moved, 0, stalled_for + 1)
+        stalled = ((stalled_for >= self.patience) & trust) if self.patience is not None else jnp.zeros_like(moved)
+        reference = jnp.where(moved | stalled, residual, reference)
+        stalled_for = jnp.where(stalled, 0, stalled_for)
+        plain_from = jnp.where(stalled, residual, plain_from)
+        plain_left = jnp.where(stalled, self.cooldown, jnp.maximum(plain_left - 1, 0))
+        # the extrapolation made things much worse: forget the history, take a plain step
+        restart = (residual > self.restart * best) | warming | stalled | (plain_left > 0)
+        age = jnp.where(restart, 0, age)
+        best = jnp.where(warming, jnp.inf, jnp.minimum(best, residual))
+        recency = (step - 1 - jnp.arange(m)) % m  # 0 for the newest slot
+        valid = (recency[None, :] < age[:, None]).astype(real_dtype)
+        # the normalised columns' Gram matrix from the raw one: one pass over the history
+        raw = jnp.einsum("bin,bjn->bij", jnp.conj(df_hist), df_hist)  # [batch, m, m]
+        norms = jnp.sqrt(jnp.abs(jnp.diagonal(raw, axis1=1, axis2=2)))  # [batch, m]
+        scale = valid / jnp.maximum(norms, tiny)
+        gram = raw * (scale[:, :, None] * scale[:, None, :])
+        eye = jnp.eye(m, dtype=real_dtype)
+        gram = gram + eye * (1 - valid)[:, None, :] + self.regularization * eye * valid[:, None, :]
+        rhs = scale * jnp.einsum("bin,bn->bi", jnp.conj(df_hist), f)
+        gamma = jnp.linalg.solve(gram, rhs[..., None])[..., 0] * scale
+        plain = u + self.mixing * f
+        proposal = plain - jnp.einsum("bi,bin->bn", gamma, du_hist + self.mixing * df_hist)
+        # where the extrapolation breaks down (no fixed point nearby), fall back to a plain step
+        proposal = jnp.where(jnp.all(jnp.isfinite(proposal), axis=1, keepdims=True), proposal, plain)
+        done = (residual <= self.tol)[:, None]
+        state = (layout, step + 1, jnp.where(done, u, proposal), u, f, du_hist, df_hist, age, best,
+                 (reference, stalled_for, plain_left, plain_from, trust))
+        return state, residual

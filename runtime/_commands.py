@@ -22,17 +22,22 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
     return result
 
 
-def make_solver(kind: str, max_steps: int, args):
-    """The solver a phase uses: plain steps ("fixed") or Anderson acceleration ("anderson")."""
-    from ._anderson import Anderson
-    from ._solvers import FixedStep
+COMMANDS = ("train", "diagnose", "plot")
 
+
+def phase_solver(kind: str, max_steps: int, args):
+    """The solver of a phase from the command's options: the registry's `kind` with the options
+    that apply to it (`--anderson-…` to Anderson, `--noise` to plain steps)."""
+    from ._solvers import make_solver
+
+    options = dict(max_steps=max_steps, tol=args.tol, sweep=args.sweep)
     if kind == "anderson":
         if args.noise:
             raise SystemExit("eqn: error: --noise needs the fixed-step solver (noise makes every step count)")
-        return Anderson(max_steps=max_steps, tol=args.tol, memory=args.anderson_memory,
-                        patience=args.anderson_patience, sweep=args.sweep)
-    return FixedStep(max_steps=max_steps, tol=args.tol, noise=args.noise, sweep=args.sweep)
+        options.update(memory=args.anderson_memory, patience=args.anderson_patience)
+    elif args.noise:
+        options["noise"] = args.noise
+    return make_solver(kind, **options)
 
 
 def _compile(args):
@@ -40,18 +45,18 @@ def _compile(args):
     import jax
     import jax.numpy as jnp
 
-    from ..compiler import compile as compile_model
     from ._init import rotate_pairs, sign_flip_pairs
-    from .cli import _consts, load_or_report
+    from ._model import compile as compile_model
+    from ._reporting import consts_from, load_or_report
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    program = load_or_report(args.file, _consts(args.const))
+    program = load_or_report(args.file, consts_from(args.const))
     if program is None:
         return None
-    solver = make_solver(args.free_solver or args.solver, args.free_steps, args)
-    model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype),
-                          solver=solver, dt=args.dt)
+    model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype), dt=args.dt)
+    model = model.with_solver(free=phase_solver(args.free_solver or args.solver, args.free_steps, args),
+                              nudged=phase_solver(args.nudged_solver or args.solver, args.nudged_steps, args))
     if args.angle is not None:
         model = rotate_pairs(model, args.angle)
     if args.flip_angle is not None:
@@ -119,7 +124,6 @@ def cmd_train(args) -> int:
         val_set = val_set.subset(args.val_size)
     options = dict(beta=args.beta, n=args.n, homeostasis=args.homeostasis, homeostasis_samples=args.homeostasis_samples,
                    random_sign=args.random_sign, nudged_steps=args.nudged_steps, eta=args.eta)
-    options["nudged_solver"] = make_solver(args.nudged_solver or args.solver, args.nudged_steps, args)
     if args.path:
         options["path"] = args.path
     if args.free_dtype:
@@ -199,6 +203,10 @@ def cmd_plot(args) -> int:
 
 
 def _model_arguments(parser) -> None:
+    from ._estimators import Options
+    from ._solvers import DEFAULT_FREE_STEPS, DEFAULT_NUDGED_STEPS, DEFAULT_SOLVER, DEFAULT_TOL, SOLVERS
+
+    solvers = list(SOLVERS)
     parser.add_argument("file", help="the .eqn model")
     parser.add_argument("--const", action="append", metavar="NAME=VALUE", help="override a constant")
     parser.add_argument("--dataset", default="fashion_mnist", help="TFDS name (default fashion_mnist)")
@@ -206,13 +214,17 @@ def _model_arguments(parser) -> None:
                         help="standardize each channel (default) or keep pixels in [0, 1] (the papers' MLP setting)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dt", type=float, default=None, help="Euler step of flows (maps use 1)")
-    parser.add_argument("--free-steps", type=int, default=150, help="step budget of the free phase (default 150)")
-    parser.add_argument("--nudged-steps", type=int, default=20, help="step budget of each nudged phase (default 20)")
-    parser.add_argument("--tol", type=float, default=1e-5, help="stop a phase when ‖F(u)‖ ≤ tol")
-    parser.add_argument("--solver", default="fixed", choices=["fixed", "anderson"],
-                        help="fixed-point solver of every phase: plain steps or Anderson acceleration")
-    parser.add_argument("--free-solver", choices=["fixed", "anderson"], help="solver of the free phase only")
-    parser.add_argument("--nudged-solver", choices=["fixed", "anderson"], help="solver of the nudged phases only")
+    parser.add_argument("--free-steps", type=int, default=DEFAULT_FREE_STEPS,
+                        help=f"step budget of the free phase (default {DEFAULT_FREE_STEPS})")
+    parser.add_argument("--nudged-steps", type=int, default=DEFAULT_NUDGED_STEPS,
+                        help=f"step budget of each nudged phase, and the continual estimators' phase length "
+                             f"(default {DEFAULT_NUDGED_STEPS})")
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL, help="stop a phase when ‖F(u)‖ ≤ tol")
+    parser.add_argument("--solver", default=DEFAULT_SOLVER, choices=solvers,
+                        help=f"fixed-point solver of every phase (default {DEFAULT_SOLVER}): fixed = plain steps, "
+                             "anderson = Anderson acceleration")
+    parser.add_argument("--free-solver", choices=solvers, help="solver of the free phase only")
+    parser.add_argument("--nudged-solver", choices=solvers, help="solver of the nudged phases only")
     parser.add_argument("--anderson-memory", type=int, default=5, help="past iterates Anderson mixes (default 5)")
     parser.add_argument("--anderson-patience", type=int, default=None, metavar="STEPS",
                         help="Anderson's stall rule: a sample without 10%% progress for STEPS steps takes plain steps "
@@ -220,44 +232,55 @@ def _model_arguments(parser) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="update the model's blocks of states one after another (block Gauss-Seidel, the blocks "
                              "`eqn show` lists) instead of all at once: the same fixed points, fewer steps on layered models")
-    parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian neuron noise per step")
+    parser.add_argument("--noise", type=float, default=Options.noise, help="std of Gaussian neuron noise per step")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--beta", type=float, default=0.5, help="teaching amplitude |β| (default 0.5)")
-    parser.add_argument("--n", type=int, default=2, help="points on the β circle for hep/online (default 2)")
+    parser.add_argument("--beta", type=float, default=Options.beta, help=f"teaching amplitude |β| (default {Options.beta})")
+    parser.add_argument("--n", type=int, default=Options.n, help=f"points on the β circle for hep/online (default {Options.n})")
     parser.add_argument("--angle", type=float, default=None, help="initial angle (degrees) of backward weights")
     parser.add_argument("--flip-angle", type=float, default=None, help="sign-flip initialisation at this angle")
 
 
-def register(sub) -> None:
-    from ._estimators import ESTIMATORS
-
+def register(sub, with_options: bool = True) -> None:
+    """Add `train`, `diagnose` and `plot` to the subcommands; their options only `with_options`."""
     train = sub.add_parser("train", help="train a model on a dataset with an EP estimator")
+    diag = sub.add_parser("diagnose", help="symmetry, homeostatic loss, angles and cosines at the free fixed point")
+    plot = sub.add_parser("plot", help="draw the curves of a training run (metrics.jsonl) to PNG")
+    train.set_defaults(run=cmd_train)
+    diag.set_defaults(run=cmd_diagnose)
+    plot.set_defaults(run=cmd_plot)
+    if not with_options:
+        return
+    from ._estimators import ESTIMATORS, Options
+    from ._train import TrainConfig
+
     _model_arguments(train)
-    train.add_argument("--estimator", default="hep", choices=sorted(ESTIMATORS))
+    train.add_argument("--estimator", default=TrainConfig.estimator, choices=sorted(ESTIMATORS))
     train.add_argument("--path", choices=["energy", "field"], help="gradient path (default: energy for energy models)")
-    train.add_argument("--epochs", type=int, default=1)
-    train.add_argument("--batch-size", type=int, default=50)
-    train.add_argument("--lr", type=float, default=0.01)
-    train.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--schedule", choices=["cosine"], default=None)
-    train.add_argument("--clip-norm", type=float, default=None, metavar="C",
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    train.add_argument("--lr", type=float, default=TrainConfig.lr)
+    train.add_argument("--optimizer", default=TrainConfig.optimizer, choices=["sgd", "adam"])
+    train.add_argument("--momentum", type=float, default=TrainConfig.momentum)
+    train.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    train.add_argument("--schedule", choices=["cosine"], default=TrainConfig.schedule)
+    train.add_argument("--clip-norm", type=float, default=TrainConfig.clip_norm, metavar="C",
                        help="rescale a gradient whose global norm exceeds C (metrics.jsonl records how often)")
     train.add_argument("--lr-scale", action="append", metavar="PARAM=SCALE", help="per-parameter learning-rate scale")
-    train.add_argument("--homeostasis", type=float, default=0.0, help="λ of the homeostatic loss")
-    train.add_argument("--homeostasis-samples", type=int, default=1)
+    train.add_argument("--homeostasis", type=float, default=Options.homeostasis, help="λ of the homeostatic loss")
+    train.add_argument("--homeostasis-samples", type=int, default=Options.homeostasis_samples)
     train.add_argument("--random-sign", action="store_true", help="random sign of β for each batch")
-    train.add_argument("--eta", type=float, default=1e-5, help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
+    train.add_argument("--eta", type=float, default=Options.eta, help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
-    train.add_argument("--max-residual", type=float, default=100.0, help="stop when a phase ends above this residual")
+    train.add_argument("--max-residual", type=float, default=TrainConfig.max_residual,
+                       help="stop when a phase ends above this residual")
     train.add_argument("--adjoint", choices=["solve", "dynamics"],
                        help="rbp: solve Jᵀλ = ∂C/∂u exactly (default), or run the adjoint dynamics for the "
                             "nudged phases' budget (truncated recurrent backprop, the papers' RBP baseline)")
     train.add_argument("--free-dtype", choices=["bfloat16", "float16"],
                        help="run the free phase in this precision (the rest stays in --dtype)")
-    train.add_argument("--devices", type=int, default=1, help="split each batch over this many devices (data parallel)")
+    train.add_argument("--devices", type=int, default=TrainConfig.devices,
+                       help="split each batch over this many devices (data parallel)")
     train.add_argument("--distributed", action="store_true",
                        help="multi-host run: call jax.distributed.initialize() first")
     train.add_argument("--coordinator", help="HOST:PORT of process 0 (default: detected from SLURM/MPI/TPU)")
@@ -265,21 +288,16 @@ def register(sub) -> None:
     train.add_argument("--process-id", type=int, help="this process's id (default: detected)")
     train.add_argument("--out", default=None, help="run directory (metrics.jsonl, checkpoint.eqx)")
     train.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=int, default=TrainConfig.checkpoint_every, metavar="STEPS",
                        help="also checkpoint every STEPS training steps inside an epoch (long epochs)")
     train.add_argument("--no-progress", action="store_true")
-    train.set_defaults(run=cmd_train)
 
-    diag = sub.add_parser("diagnose", help="symmetry, homeostatic loss, angles and cosines at the free fixed point")
     _model_arguments(diag)
     diag.add_argument("--batch-size", type=int, default=20)
     diag.add_argument("--json", action="store_true")
     diag.add_argument("--stability-map", metavar="PNG", help="draw where the nudged fixed point exists in ℂ")
     diag.add_argument("--radius", type=float, default=2.0)
     diag.add_argument("--resolution", type=int, default=41)
-    diag.set_defaults(run=cmd_diagnose)
 
-    plot = sub.add_parser("plot", help="draw the curves of a training run (metrics.jsonl) to PNG")
     plot.add_argument("directory")
     plot.add_argument("--output", default=None)
-    plot.set_defaults(run=cmd_plot)

@@ -13,7 +13,8 @@ import numpy as np
 
 from ._estimators import Options, RecurrentBackprop, estimate, nudge_response
 from ._init import pair_angles
-from ._solvers import FixedStep, residual_norm, without_noise
+from ._fixed_step import FixedStep
+from ._solver import residual_norm
 
 
 def _cosine(a, b) -> float:
@@ -29,8 +30,8 @@ def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=Non
              homeostasis_samples: int = 4, cep_steps: int = 20) -> dict:
     """All scalar diagnostics for one batch, as a dict of floats (and dicts per layer/pair)."""
     key = jax.random.PRNGKey(0) if key is None else key
-    solver = without_noise(solver or model.solver)
-    free, stats = eqx.filter_jit(lambda m, x: m.free(x, solver=solver, return_info=True))(model, x)
+    solver = (solver or model.free_solver).without_noise()
+    free, stats = eqx.filter_jit(lambda m, x: m.free(x, solver=solver, with_stats=True))(model, x)
     report: dict = {"free_residual": float(stats.residual), "free_steps": int(stats.steps)}
     size = sum(math.prod(s) for s in model.program.states.values())
     at_free = _jacobian_diagnostics(model, x, y, free, key, homeostasis_samples, dense=size <= 4096)
@@ -79,7 +80,7 @@ def stability_map(model, x, y, *, radius: float = 2.0, resolution: int = 41, ste
 
     @eqx.filter_jit
     def residual(m, beta):
-        state, stats = m.nudged(x, y, beta, init=free, solver=solver, return_info=True)
+        state, stats = m.nudged(x, y, beta, init=free, solver=solver, with_stats=True)
         value = stats.residual
         return jnp.where(jnp.isfinite(value), value, jnp.inf)
 

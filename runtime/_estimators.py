@@ -25,7 +25,8 @@ import jax.flatten_util
 import jax.numpy as jnp
 import lineax as lx
 
-from ._solvers import FixedPointSolver, FixedStep, SolveStats, residual_norm, unrolled
+from ._fixed_step import FixedStep
+from ._solver import FixedPointSolver, Solution, residual_norm, unrolled
 
 Tree = Any
 
@@ -127,6 +128,12 @@ def cost_state_grad(model, state, x, y) -> dict:
     return jax.grad(lambda s: jnp.sum(model.cost(s, y, x)))(state)
 
 
+def _nudged_solver(model, opts) -> FixedPointSolver:
+    """The nudged phases' solver: the one given for them, else the free phase's when one was
+    given, else the model's own."""
+    return opts.nudged_solver or opts.free_solver or model.nudged_solver
+
+
 def classification_error(model, state, x, y) -> jax.Array:
     prediction = model.prediction(state, x)
     return jnp.mean(jnp.argmax(prediction, axis=-1) != jnp.argmax(y, axis=-1))
@@ -135,11 +142,11 @@ def classification_error(model, state, x, y) -> jax.Array:
 def _free_phase(model, x, solver, key, dtype: str | None):
     """The free fixed point, found in `dtype` when given and returned in the model's precision."""
     if dtype is None:
-        return model.free(x, solver=solver, return_info=True, key=key)
+        return model.free(x, solver=solver, with_stats=True, key=key)
     low = jnp.dtype(dtype)
     cast = lambda tree: jax.tree_util.tree_map(  # noqa: E731
         lambda a: a.astype(low) if eqx.is_inexact_array(a) else a, tree)
-    state, stats = cast(model).free(cast(x), solver=solver, return_info=True, key=key)
+    state, stats = cast(model).free(cast(x), solver=solver, with_stats=True, key=key)
     full = jnp.result_type(*jax.tree_util.tree_leaves(model.params))
     return {k: v.astype(full) for k, v in state.items()}, stats
 
@@ -160,7 +167,7 @@ class Estimator(abc.ABC):
         if opts.random_sign:
             sign = jnp.where(jax.random.bernoulli(key_sign), 1.0, -1.0)
             opts = replace(opts, beta=sign * opts.beta)
-        free_solver = opts.free_solver or model.solver
+        free_solver = opts.free_solver or model.free_solver
         info: dict[str, jax.Array] = {}
         if self.needs_free_phase:
             free, stats = _free_phase(model, x, free_solver, key_free, opts.free_dtype)
@@ -251,10 +258,10 @@ class PointEstimator(Estimator):
 
     def _phases(self, model, x, y, free, key, opts):
         free_weight, groups = self._groups(opts)
-        solver = opts.nudged_solver or opts.free_solver or model.solver
+        solver = _nudged_solver(model, opts)
 
         def nudged(beta, k):
-            return model.nudged(x, y, beta, init=free, solver=solver, return_info=True, key=k)
+            return model.nudged(x, y, beta, init=free, solver=solver, with_stats=True, key=k)
 
         phases, residuals, steps, evaluations = [], [], [], []
         for (betas, weights), group_key in zip(groups, jax.random.split(key, len(groups))):
@@ -362,8 +369,7 @@ class TrueResponse(Estimator):
 
     @staticmethod
     def _steps(model, opts) -> int:
-        solver = opts.nudged_solver or opts.free_solver or model.solver
-        return getattr(solver, "max_steps", opts.nudged_steps)
+        return _nudged_solver(model, opts).max_steps
 
     def _nudged_phase(self, model, x, y, free, opts):
         """β ↦ the state after the nudged phase's step budget. A fixed step count: a loop that
@@ -400,7 +406,7 @@ class RecurrentBackprop(Estimator):
         return grads, info, free
 
     @staticmethod
-    def adjoint_dynamics(model, x, y, free, solver: FixedPointSolver) -> tuple[dict, SolveStats]:
+    def adjoint_dynamics(model, x, y, free, solver: FixedPointSolver) -> tuple[dict, Solution]:
         """λ from the linear adjoint dynamics dλ/dt = Jᵀλ − ∂C/∂u, started at 0 and run by
         `solver` (each step one VJP of the field at the free state). With a finite budget this is
         truncated recurrent backprop; run to convergence it is λ = J^{-T}∂C/∂u."""
@@ -506,8 +512,7 @@ class BackpropThroughTime(Estimator):
     needs_free_phase = False
 
     def _estimate(self, model, x, y, free, key, opts):
-        solver = opts.free_solver or model.solver
-        steps = opts.bptt_steps or getattr(solver, "max_steps", 200)
+        steps = opts.bptt_steps or (opts.free_solver or model.free_solver).max_steps
         batch = _batch(x)
 
         def final_state(m):

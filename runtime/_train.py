@@ -23,7 +23,6 @@ import numpy as np
 import optax
 
 from ._estimators import Options, estimate, get_estimator
-from ._solvers import FixedStep, residual_norm, without_noise
 
 
 class DivergenceError(RuntimeError):
@@ -178,13 +177,13 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
 
 def make_evaluator(model, config: TrainConfig):
     """(model, x, y) → (wrong answers, summed loss, largest free residual) for a batch."""
-    solver = without_noise(config.options.get("free_solver") or model.solver)
+    solver = (config.options.get("free_solver") or model.free_solver).without_noise()
     return functools.partial(_evaluate_batch, solver=solver)
 
 
 @eqx.filter_jit
 def _evaluate_batch(model, x, y, solver):
-    state, stats = model.free(x, solver=solver, return_info=True)
+    state, stats = model.free(x, solver=solver, with_stats=True)
     wrong = jnp.sum(jnp.argmax(model.prediction(state, x), -1) != jnp.argmax(y, -1))
     return wrong, jnp.sum(model.cost(state, y, x)), stats.residual
 
@@ -211,7 +210,7 @@ def symmetry_at_free_point(model, x, config: TrainConfig) -> float | None:
     size = sum(math.prod(s) for s in model.program.states.values())
     if size > 4096:
         return None
-    solver = without_noise(config.options.get("free_solver") or model.solver)
+    solver = (config.options.get("free_solver") or model.free_solver).without_noise()
     return float(_mean_symmetry(model, x, solver))
 
 
@@ -227,7 +226,7 @@ def _diagnose_failure(model, x, y, config: TrainConfig, info: dict, step: int) -
     bad_phase, residual = next(((p, r) for p, r in phases if r is not None and
                                 (not np.isfinite(float(r)) or float(r) > config.max_residual)),
                                ("gradient", None))
-    solver = without_noise(config.options.get("free_solver") or model.solver)
+    solver = (config.options.get("free_solver") or model.free_solver).without_noise()
     state = model.free(x, solver=solver)
     offending = [name for name, v in state.items() if not bool(jnp.all(jnp.isfinite(v)))]
     detail = f"state {offending[0]!r} is not finite" if offending else "all free states are finite"

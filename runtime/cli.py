@@ -3,66 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 import sys
 from pathlib import Path
 
-from ..dsl.errors import EqnError, ErrorList
-
-
-def _consts(pairs: list[str]) -> dict[str, float]:
-    consts: dict[str, float] = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"eqn: error: --const expects NAME=VALUE, got {pair!r}")
-        try:
-            number = float(value)
-        except ValueError:
-            raise SystemExit(f"eqn: error: --const {name}: {value!r} is not a number") from None
-        consts[name.strip()] = int(number) if number.is_integer() else number
-    return consts
-
-
-def _load(path: str, consts: dict, holomorphic: bool = False):
-    from ..compiler import load
-
-    if Path(path).is_dir():
-        raise IsADirectoryError(21, "is a directory", path)
-    if not Path(path).is_file():
-        raise FileNotFoundError(path)
-    return load(Path(path), consts=consts, holomorphic=holomorphic)
-
-
-def load_or_report(path: str, consts: dict, holomorphic: bool = False):
-    """The checked program after printing its warnings, or None after printing the located errors."""
-    try:
-        program = _load(path, consts, holomorphic)
-    except (ErrorList, EqnError, OSError) as exc:
-        _report(exc)
-        return None
-    for warning in program.warnings:
-        print(warning.render(), file=sys.stderr)
-    return program
-
-
-def _report(exc: Exception) -> None:
-    if isinstance(exc, ErrorList):
-        print(exc.render(), file=sys.stderr)
-    elif isinstance(exc, EqnError):
-        print(exc.render(), file=sys.stderr)
-    elif isinstance(exc, FileNotFoundError):
-        print(f"eqn: error: cannot read {exc.args[0]}: no such file", file=sys.stderr)
-    elif isinstance(exc, (IsADirectoryError, PermissionError)):
-        print(f"eqn: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
-    else:
-        raise exc
+from ._reporting import consts_from, load_or_report
 
 
 def cmd_check(args) -> int:
     status = 0
-    consts = _consts(args.const)
+    consts = consts_from(args.const)
     for path in args.files:
         program = load_or_report(path, consts, args.holomorphic)
         if program is None:
@@ -76,7 +27,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    program = load_or_report(args.file, _consts(args.const))
+    program = load_or_report(args.file, consts_from(args.const))
     if program is None:
         return 1
     if args.json:
@@ -129,7 +80,7 @@ def describe(program) -> dict:
 
 
 def cmd_show(args) -> int:
-    program = load_or_report(args.file, _consts(args.const))
+    program = load_or_report(args.file, consts_from(args.const))
     if program is None:
         return 1
     info = describe(program)
@@ -179,7 +130,10 @@ def cmd_show(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `eqn` command's parser. The options of `train`, `diagnose` and `plot` (whose choices
+    and defaults come from the estimator and solver registries) are built only when `command`
+    is one of them or None, so that `eqn check` imports no training stack."""
     parser = argparse.ArgumentParser(prog="eqn", description="Compile, inspect and train Equilibrium "
                                      "Propagation models written in the .eqn language.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,13 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(run=cmd_show)
 
     from . import _commands  # train, diagnose, plot: they load JAX and the data layer lazily
-    _commands.register(sub)
+    _commands.register(sub, with_options=command is None or command in _commands.COMMANDS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the `eqn` command on `argv` (default: the process's arguments); the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return args.run(args)
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eqn.compiler._emit import _conv, _conv_transpose
+from eqn.compiler._tensor_ops import conv as _conv, conv_transpose as _conv_transpose
 
 
 @pytest.mark.parametrize("shape,kernel_size,stride,padding",

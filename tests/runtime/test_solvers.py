@@ -160,8 +160,8 @@ def test_a_sweep_finds_a_layered_models_fixed_point_in_fewer_steps(name):
     model = randomise_params(tiny_model(name), jax.random.PRNGKey(3), 0.6)
     (x_shape,) = model.program.inputs.values()
     x = 4 * jax.random.uniform(jax.random.PRNGKey(1), (8,) + x_shape, jnp.float64)
-    synchronous, plain = model.free(x, solver=FixedStep(max_steps=2000, tol=1e-11), return_info=True)
-    swept, stats = model.free(x, solver=FixedStep(max_steps=2000, tol=1e-11, sweep=True), return_info=True)
+    synchronous, plain = model.free(x, solver=FixedStep(max_steps=2000, tol=1e-11), with_stats=True)
+    swept, stats = model.free(x, solver=FixedStep(max_steps=2000, tol=1e-11, sweep=True), with_stats=True)
     assert float(plain.residual) < 1e-10 and float(stats.residual) < 1e-10
     for s in synchronous:
         np.testing.assert_allclose(swept[s], synchronous[s], atol=1e-9)

@@ -1,235 +1,26 @@
-"""Program → Equinox module: the IR evaluated with `jax.numpy`, and the compiled model class.
-
-Evaluation walks the IR while JAX traces, so under `jax.jit` the interpretation costs nothing at
-run time: XLA sees only the array operations. Every function here works on one sample; the
-module's methods `vmap` them over the leading batch axis.
+"""The compiled model: an Equinox module whose fields are a program's parameters, with the
+fixed-point solvers of its phases, the vector field, fixed points, Jacobians, symmetry
+diagnostics and the learning rules evaluated. Every method takes batched arrays (leading axis =
+batch) and vmaps the compiler's per-sample functions over them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from ..runtime._solvers import BlockField, FixedPointSolver, FixedStep, SolveStats
-from . import _functions
-from ._ir import Const, Node, Op, Var, Zero, children, walk
-from ._program import Program
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def _is_complex(x) -> bool:
-    return jnp.iscomplexobj(x)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + jnp.exp(-x)) if _is_complex(x) else jax.nn.sigmoid(x)
-
-
-def _dsilu(x):
-    """dSiLU of holomorphic-ep App. B.2: (z/2)σ(z) + (1 − z/2)σ(z − 2)."""
-    return 0.5 * x * _sigmoid(x) + (1.0 - 0.5 * x) * _sigmoid(x - 2.0)
-
-
-def _real_part(x):
-    return jnp.real(x) if _is_complex(x) else x
-
-
-def _shift(x):
-    """A constant that keeps exp() finite; softmax-like operations are invariant to it."""
-    return jax.lax.stop_gradient(jnp.max(_real_part(x)))
-
-
-def _softmax(x):
-    e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(_real_part(x), axis=-1, keepdims=True)))
-    return e / jnp.sum(e, axis=-1, keepdims=True)
-
-
-def _logsumexp(x):
-    c = _shift(x)
-    return c + jnp.log(jnp.sum(jnp.exp(x - c)))
-
-
-def _conv(x, kernel, stride, padding):
-    """conv of a [C, H, W] image with an [O, C, kh, kw] kernel, run channels-last: XLA:CPU runs an
-    NCHW convolution inside a loop body about 10× slower than the same one outside it
-    (jax-ml/jax#12868), and the dynamics are loops."""
-    dtype = jnp.result_type(x, kernel)
-    out = jax.lax.conv_general_dilated(
-        jnp.transpose(x, (1, 2, 0))[None].astype(dtype), jnp.transpose(kernel, (2, 3, 1, 0)).astype(dtype),
-        (stride, stride), [(padding, padding), (padding, padding)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.transpose(out[0], (2, 0, 1))
-
-
-def _conv_transpose(h, kernel, stride, padding, shape):
-    """The exact adjoint of `conv` with respect to its input (transposed convolution) for an input
-    of `shape` [C, H, W]: the kernel flipped with its channels swapped, run over the input dilated
-    by the stride, channels-last like `conv` (JAX's own transpose rule picks a layout that is
-    again slow inside loops)."""
-    dtype = jnp.result_type(h, kernel)
-    size = kernel.shape[2:]
-    pads = []
-    for axis in (0, 1):
-        n, m, k = shape[1 + axis], h.shape[1 + axis], size[axis]
-        extra = n - ((m - 1) * stride + k - 2 * padding)  # rows the forward conv's stride skipped
-        pads.append((k - 1 - padding, k - 1 - padding + extra))
-    flipped = jnp.transpose(kernel[:, :, ::-1, ::-1], (2, 3, 0, 1)).astype(dtype)  # [kh, kw, O, C]
-    out = jax.lax.conv_general_dilated(
-        jnp.transpose(h, (1, 2, 0))[None].astype(dtype), flipped, (1, 1), pads, lhs_dilation=(stride, stride),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.transpose(out[0], (2, 0, 1))
-
-
-def _softpool(x, size, stride, tau):
-    """Softmax pooling (holomorphic-ep App. B.2): y = Σ_R softmax(x/τ)_i x_i over each window R."""
-    weights = jnp.exp((x - _shift(x)) / tau)
-    zero = np.zeros((), weights.dtype)  # concrete, so JAX picks the differentiable window-sum
-
-    def window_sum(v):
-        return jax.lax.reduce_window(v, zero, jax.lax.add, (1, size, size), (1, stride, stride), "VALID")
-
-    return window_sum(weights * x) / window_sum(weights)
-
-
-def _sum_to(x, shape):
-    lead = x.ndim - len(shape)
-    x = jnp.sum(x, axis=tuple(range(lead))) if lead else x
-    axes = tuple(i for i, d in enumerate(shape) if d == 1 and x.shape[i] != 1)
-    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
-
-
-def _where_real(condition, x):
-    return condition(_real_part(x)).astype(x.dtype)
-
-
-def _power(a, b, node):
-    exponent = node.args[1]
-    if isinstance(exponent, Const) and float(exponent.value).is_integer():
-        return a ** int(exponent.value)
-    return a ** b
-
-
-_EVAL = {
-    "add": lambda v, n: v[0] + v[1],
-    "sub": lambda v, n: v[0] - v[1],
-    "mul": lambda v, n: v[0] * v[1],
-    "div": lambda v, n: v[0] / v[1],
-    "pow": lambda v, n: _power(v[0], v[1], n),
-    "neg": lambda v, n: -v[0],
-    "matmul": lambda v, n: jnp.matmul(v[0], v[1]),
-    "dot": lambda v, n: jnp.sum(v[0] * v[1]),
-    "outer": lambda v, n: jnp.outer(v[0], v[1]),
-    "transpose": lambda v, n: jnp.transpose(v[0]),
-    "sum": lambda v, n: jnp.sum(v[0]),
-    "mean": lambda v, n: jnp.mean(v[0]),
-    "sum_to": lambda v, n: _sum_to(v[0], n.attr("shape")),
-    "broadcast": lambda v, n: jnp.broadcast_to(v[0], n.attr("shape")),
-    "reshape": lambda v, n: jnp.reshape(v[0], n.attr("shape")),
-    "named": lambda v, n: v[0],
-    "exp": lambda v, n: jnp.exp(v[0]),
-    "log": lambda v, n: jnp.log(v[0]),
-    "tanh": lambda v, n: jnp.tanh(v[0]),
-    "sigmoid": lambda v, n: _sigmoid(v[0]),
-    "sin": lambda v, n: jnp.sin(v[0]),
-    "cos": lambda v, n: jnp.cos(v[0]),
-    "sinh": lambda v, n: jnp.sinh(v[0]),
-    "cosh": lambda v, n: jnp.cosh(v[0]),
-    "sqrt": lambda v, n: jnp.sqrt(v[0]),
-    "softplus": lambda v, n: jnp.log1p(jnp.exp(v[0])) if _is_complex(v[0]) else jax.nn.softplus(v[0]),
-    "silu": lambda v, n: v[0] * _sigmoid(v[0]),
-    "dsilu": lambda v, n: _dsilu(v[0]),
-    "relu": lambda v, n: v[0] * _where_real(lambda r: r > 0, v[0]),
-    "abs": lambda v, n: jnp.abs(v[0]),
-    "hardsigmoid": lambda v, n: jnp.clip(v[0], 0.0, 1.0),
-    "heaviside": lambda v, n: _where_real(lambda r: r > 0, v[0]),
-    "sign": lambda v, n: jnp.sign(v[0]),
-    "box": lambda v, n: _where_real(lambda r: (r > 0) & (r < 1), v[0]),
-    "softmax": lambda v, n: _softmax(v[0]),
-    "logsumexp": lambda v, n: _logsumexp(v[0]),
-    "conv": lambda v, n: _conv(v[0], v[1], n.attr("stride"), n.attr("padding")),
-    "conv_transpose": lambda v, n: _conv_transpose(v[0], v[1], n.attr("stride"), n.attr("padding"), n.shape),
-    "softpool": lambda v, n: _softpool(v[0], n.attr("size"), n.attr("stride"), n.attr("tau")),
-}
-
-
-def _apply(node: Op, values: list) -> Any:
-    if node.op in _EVAL:
-        return _EVAL[node.op](values, node)
-    if node.op == "call":
-        (value,) = values
-        result = evaluate(node.attr("body"), {node.attr("param"): value})
-        return jnp.broadcast_to(result, jnp.shape(value))
-    if node.op == "vjp":
-        return _pullback(node, values)
-    if node.op.startswith("py:"):
-        function, order = _functions.split_op_name(node.op)
-        return function.derivative(order)(*values) if order else function.fn(*values)
-    raise NotImplementedError(f"no evaluation rule for operation '{node.op}'")
-
-
-def _pullback(node: Op, values: list):
-    *primals, cotangent = values
-    primal = Op(node.attr("primal_shape"), None, op=node.attr("of"), args=(), attrs=node.attr("inner"))
-    dtype = jnp.result_type(*primals, cotangent)
-    primals = [jnp.asarray(p).astype(dtype) if jnp.issubdtype(dtype, jnp.complexfloating) else p for p in primals]
-    out, pull = jax.vjp(lambda *args: _apply(primal, list(args)), *primals)
-    return pull(jnp.asarray(cotangent).astype(out.dtype))[node.attr("index")]
-
-
-def evaluate_many(roots: dict[str, Node], env: dict[str, Any], known: dict[int, Any] | None = None) -> dict[str, Any]:
-    """Values of several IR roots that share sub-expressions, on one sample. `known` holds values
-    already computed, by node uid."""
-    memo: dict[int, Any] = dict(known or {})
-    for root in roots.values():
-        for node in walk(root):
-            if node.uid in memo:
-                continue
-            if isinstance(node, Const):
-                memo[node.uid] = node.value
-            elif isinstance(node, Zero):
-                memo[node.uid] = jnp.zeros(node.shape)
-            elif isinstance(node, Var):
-                key = "d:" + node.name if node.kind == "cotangent" else node.name
-                memo[node.uid] = env[key]
-            else:
-                memo[node.uid] = _apply(node, [memo[a.uid] for a in node.args])
-    return {name: memo[root.uid] for name, root in roots.items()}
-
-
-def evaluate(root: Node, env: dict[str, Any]) -> Any:
-    return evaluate_many({"_": root}, env)["_"]
-
-
-def state_independent(roots: dict[str, Node]) -> dict[str, Node]:
-    """The largest operations under `roots` that do not read the state: within one phase (fixed
-    input, target and β) they are constants, such as the input drive W·x. Keyed by uid."""
-    reads_state: dict[int, bool] = {}
-    for root in roots.values():
-        for node in walk(root):
-            if node.uid not in reads_state:
-                reads_state[node.uid] = (node.kind in ("state", "cotangent") if isinstance(node, Var)
-                                         else any(reads_state[a.uid] for a in children(node)))
-    frontier: dict[str, Node] = {}
-    for root in roots.values():
-        candidates = [root] + [a for node in walk(root) if reads_state[node.uid] for a in children(node)]
-        for node in candidates:
-            if isinstance(node, Op) and not reads_state[node.uid]:
-                frontier[str(node.uid)] = node
-    return frontier
-
-
-# ----------------------------------------------------------------------------- the module
+from ..compiler import Node, Program, Rule, evaluate_many, load, state_independent
+from ..compiler import rules as program_rules
+from ._solver import BlockField, FixedPointSolver, Solution
+from ._solvers import default_solvers
 
 State = dict[str, Array]
-
-_RESERVED = None  # filled below, once EqnModel exists
 
 
 def _complex_if(dtype, beta):
@@ -247,12 +38,26 @@ class EqnModel(eqx.Module):
     states as dicts name → array."""
 
     program: Program = eqx.field(static=True)
-    solver: FixedPointSolver = eqx.field(static=True)
+    free_solver: FixedPointSolver = eqx.field(static=True)
+    nudged_solver: FixedPointSolver = eqx.field(static=True)
     dt: float = eqx.field(static=True)
 
-    def with_solver(self, solver: FixedPointSolver) -> "EqnModel":
-        """The same model whose phases use `solver` by default."""
-        return dataclasses.replace(self, solver=solver)
+    @property
+    def solver(self) -> FixedPointSolver:
+        """The free phase's solver (see `with_solver`)."""
+        return self.free_solver
+
+    def with_solver(self, solver: FixedPointSolver | None = None, *, free: FixedPointSolver | None = None,
+                    nudged: FixedPointSolver | None = None) -> "EqnModel":
+        """The same model whose phases use other solvers by default.
+
+        Args:
+            solver: the solver of every phase.
+            free: the free phase's solver (instead of `solver`).
+            nudged: the nudged phases' solver (instead of `solver`).
+        """
+        return dataclasses.replace(self, free_solver=free or solver or self.free_solver,
+                                   nudged_solver=nudged or solver or self.nudged_solver)
 
     # -- parameters and inputs -------------------------------------------------------------
     @property
@@ -390,23 +195,39 @@ class EqnModel(eqx.Module):
         return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["C"]
 
     # -- fixed points ----------------------------------------------------------------------
-    def _solve(self, x, y, beta, init, solver, return_info, key):
-        solver = solver or self.solver
+    def _solve(self, x, y, beta, init, solver: FixedPointSolver, with_stats: bool, key):
         start = self.init_state(x) if init is None else init
         if jnp.iscomplexobj(beta_array := jnp.asarray(beta)):
             start = {s: v.astype(_complex_if(v.dtype, beta_array)) for s, v in start.items()}
-        state, stats = solver.solve(self.phase_field(x, y, beta), start, self.dt, key)
-        return (state, stats) if return_info else state
+        state, solution = solver.solve(self.phase_field(x, y, beta), start, self.dt, key)
+        return (state, solution) if with_stats else state
 
     def free(self, x, *, init: State | None = None, solver: FixedPointSolver | None = None,
-             return_info: bool = False, key=None):
-        """The free fixed point u*₀ (β = 0), from `init` or the zero state."""
-        return self._solve(x, None, 0.0, init, solver, return_info, key)
+             with_stats: bool = False, key: PRNGKeyArray | None = None) -> State | tuple[State, Solution]:
+        """The free fixed point u*₀ (β = 0).
+
+        Args:
+            x: a batch of inputs (a dict by name for several inputs).
+            init: the start (default: the zero state, as in the papers).
+            solver: the solver (default: the model's free solver).
+            with_stats: also return the phase's `Solution` (per-sample status, residual, steps).
+            key: a PRNG key, for solvers with neuron noise.
+        """
+        return self._solve(x, None, 0.0, init, solver or self.free_solver, with_stats, key)
 
     def nudged(self, x, y, beta, *, init: State | None = None, solver: FixedPointSolver | None = None,
-               return_info: bool = False, key=None):
-        """The nudged fixed point u*_β; β may be complex. Start from the free fixed point (`init`)."""
-        return self._solve(x, y, beta, init, solver, return_info, key)
+               with_stats: bool = False, key: PRNGKeyArray | None = None) -> State | tuple[State, Solution]:
+        """The nudged fixed point u*_β.
+
+        Args:
+            x, y: a batch of inputs and targets.
+            beta: the nudge, real or complex (a scalar).
+            init: the start; pass the free fixed point.
+            solver: the solver (default: the model's nudged solver).
+            with_stats: also return the phase's `Solution`.
+            key: a PRNG key, for solvers with neuron noise.
+        """
+        return self._solve(x, y, beta, init, solver or self.nudged_solver, with_stats, key)
 
     def prediction(self, state: State, x) -> Array:
         """The scores whose argmax is the predicted class: the model's `predict` expression, or
@@ -570,7 +391,15 @@ def _initialise(spec, key, dtype) -> Array:
 
 def emit(program: Program, key: PRNGKeyArray, dtype=None, solver: FixedPointSolver | None = None,
          dt: float | None = None) -> EqnModel:
-    """Build the Equinox module of a program, its parameters drawn from `key`."""
+    """Build the Equinox module of a program.
+
+    Args:
+        program: a checked program (`eqn.load`).
+        key: draws the parameters from their initialisers.
+        dtype: the parameters' precision (float32 by default; float64 needs 64-bit JAX).
+        solver: the solver of every phase (default: the registry's default budgets).
+        dt: the Euler step of flows and energies (default 0.2; maps use 1).
+    """
     dtype = jnp.dtype(dtype or jnp.float32)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) first")
@@ -581,11 +410,39 @@ def emit(program: Program, key: PRNGKeyArray, dtype=None, solver: FixedPointSolv
     params = {name: _initialise(spec, k, dtype) for (name, spec), k in zip(program.params.items(), keys)}
     if dt is None:
         dt = 1.0 if program.form == "map" else 0.2
-    return cls(program=program, solver=solver or FixedStep(), dt=float(dt), **params)
+    free, nudged = (solver, solver) if solver is not None else default_solvers()
+    return cls(program=program, free_solver=free, nudged_solver=nudged, dt=float(dt), **params)
 
 
 def _class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_")) or "Model"
 
 
-RESERVED_NAMES = frozenset(name for name in dir(EqnModel) if not name.startswith("__")) | {"program", "solver", "dt"}
+def compile(path_or_source: str | Path | Program, *, key: PRNGKeyArray | None = None, consts: dict | None = None,
+            dtype=None, holomorphic: bool = False, solver: FixedPointSolver | None = None,
+            dt: float | None = None) -> EqnModel:
+    """Compile a `.eqn` model into an Equinox module.
+
+    Args:
+        path_or_source: a path, a zoo name such as "hopfield_mlp", source text, or a `Program`.
+        key: draws the parameters (default PRNGKey(0)).
+        consts: values that override the file's constants.
+        dtype: the parameters' precision.
+        holomorphic: refuse non-holomorphic operations.
+        solver: the solver of every phase (default: `DEFAULT_FREE_STEPS` and
+            `DEFAULT_NUDGED_STEPS` fixed steps, as the `eqn` command runs).
+        dt: the Euler step of flows and energies.
+
+    Raises:
+        ErrorList: every error of the file, located.
+    """
+    program = path_or_source if isinstance(path_or_source, Program) else load(
+        path_or_source, consts=consts, holomorphic=holomorphic)
+    return emit(program, jax.random.PRNGKey(0) if key is None else key, dtype=dtype, solver=solver, dt=dt)
+
+
+def rules(model_or_path: EqnModel | Program | str | Path, **kwargs) -> dict[str, Rule]:
+    """The derived learning rule of every parameter, by name, of a compiled model or of what
+    `eqn.load` takes (with its keyword arguments)."""
+    return dict(model_or_path.program.rules) if isinstance(model_or_path, EqnModel) else program_rules(
+        model_or_path, **kwargs)
