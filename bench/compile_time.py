@@ -18,10 +18,9 @@ import jax.numpy as jnp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_section  # noqa: E402
 
-import eqn  # noqa: E402
 from eqn.compiler import check  # noqa: E402
-from eqn.runtime import emit  # noqa: E402
 from eqn.dsl import parse  # noqa: E402
+from eqn.runtime import emit  # noqa: E402
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -11,10 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._estimators import Options, RecurrentBackprop, estimate, nudge_response
+from ._estimators import RecurrentBackprop, estimate, nudge_response
 from ._init import pair_angles
 from ._fixed_step import FixedStep
-from ._solver import residual_norm
 
 
 def _cosine(a, b) -> float:

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import sys
-from pathlib import Path
 
 from ._reporting import consts_from, load_or_report
 
@@ -94,9 +93,9 @@ def cmd_show(args) -> int:
 
     print(f"model {program.name}  ({program.filename})")
     print(f"  form         {program.form}" + ("  (β placed by the author)" if program.explicit_beta else ""))
-    print(f"  inputs       " + ", ".join(f"{n}{shape(s)}" for n, s in program.inputs.items()))
-    print(f"  target       " + ", ".join(f"{n}{shape(s)}" for n, s in program.targets.items()))
-    print(f"  states       " + ", ".join(f"{n}{shape(s)}" + (" (output)" if n == program.output else "")
+    print("  inputs       " + ", ".join(f"{n}{shape(s)}" for n, s in program.inputs.items()))
+    print("  target       " + ", ".join(f"{n}{shape(s)}" for n, s in program.targets.items()))
+    print("  states       " + ", ".join(f"{n}{shape(s)}" + (" (output)" if n == program.output else "")
                                          for n, s in program.states.items()))
     print(f"  params       {program.param_count()} in all")
     width = max((len(n) for n in program.params), default=1)
