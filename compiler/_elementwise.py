@@ -68,6 +68,9 @@ elementwise("relu", lambda x: x * _indicator(lambda r: r > 0)(x), lambda n, a: u
             holomorphic=False)
 elementwise("abs", jnp.abs, lambda n, a: unary("sign", a), holomorphic=False)
 elementwise("hardsigmoid", lambda x: jnp.clip(x, 0.0, 1.0), lambda n, a: unary("box", a), holomorphic=False)
+elementwise("softsign", lambda x: x / (1.0 + jnp.abs(x)), lambda n, a: div(ONE, mul(add(ONE, unary("abs", a)),
+                                                                              add(ONE, unary("abs", a)))),
+            holomorphic=False)
 elementwise("heaviside", _indicator(lambda r: r > 0), _zero, holomorphic=False, callable=False)
 elementwise("sign", jnp.sign, _zero, holomorphic=False, callable=False)
 elementwise("box", _indicator(lambda r: (r > 0) & (r < 1)), _zero, holomorphic=False, callable=False)
