@@ -46,7 +46,8 @@ def write_section(name: str, command: str, body: str, data: dict) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (f"<!-- begin {name} -->\n## {name}\n\n`{command}` — {stamp}, commit {commit()}, {machine()}\n\n"
                f"{body.strip()}\n<!-- end {name} -->")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nProduced by the commands in each section; see bench/README.md.\n"
+    fresh = "# Benchmark results\n\nProduced by the commands in each section; see bench/README.md.\n"
+    text = RESULTS.read_text() if RESULTS.exists() else fresh
     pattern = re.compile(rf"<!-- begin {re.escape(name)} -->.*?<!-- end {re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
     RESULTS.write_text(text)

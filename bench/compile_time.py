@@ -59,7 +59,8 @@ def main() -> None:
     body = ("Front-end compile time per zoo model at full size (best of 5, warm process). Baseline: XLA's "
             "compile of one jitted vector-field evaluation of the same model, measured in the same run. "
             "Acceptance: total under 1 s.\n\n"
-            "| model | params | parse ms | check+derive ms | emit ms | total ms | XLA field compile ms | total / XLA |\n"
+            "| model | params | parse ms | check+derive ms | emit ms | total ms | XLA field compile ms "
+            "| total / XLA |\n"
             "|---|---|---|---|---|---|---|---|\n" + "\n".join(rows))
     write_section("compile time", "python bench/compile_time.py", body, {"models": data})
     worst = max(d["total_s"] for d in data.values())

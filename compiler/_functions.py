@@ -126,7 +126,7 @@ def _register_derivative(entry: PythonFunction, order: int) -> None:
     name = entry.name + "'" * order
     register(Operation(entry.derivative_op_name(order), lambda values, node: entry.derivative(order)(*values), vjp,
                        holomorphic=entry.holomorphic, elementwise=True, render=lambda node: call_notation(node, name),
-                       signature=Signature(1, lambda args, keywords, span: derivative_node(entry, args[0], order, span))))
+                       signature=Signature(1, lambda args, kw, span: derivative_node(entry, args[0], order, span))))
 
 
 def derivative_node(entry: PythonFunction, arg: Node, order: int, span=None) -> Node:

@@ -16,7 +16,8 @@ from . import _functions
 from ._constants import const, const_expr, int_const
 from ._context import Context, Scope, a, fmt, suggest
 from ._derive import BETA, gradient, vjp
-from ._ir import OPERATIONS, Const, Node, Op, ShapeMismatch, Var, const as constant, fmt_shape, op, substitute, walk, zeros
+from ._ir import OPERATIONS, Const, Node, Op, ShapeMismatch, Var, fmt_shape, op, substitute, walk, zeros
+from ._ir import const as constant
 from ._library import library, library_names
 from ._program import NonHolomorphic
 from ._tensor_ops import derivative_call

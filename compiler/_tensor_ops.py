@@ -233,7 +233,8 @@ def _build_conv(name):
             h, w = ((x.shape[1 + i] - 1) * stride - 2 * padding + k for i, k in enumerate((kh, kw)))
             shape = (in_c, h, w)
         if h < 1 or w < 1:
-            raise ShapeMismatch(f"{name} of {fmt_shape(x.shape)} with kernel {fmt_shape(kernel.shape)} leaves no output")
+            raise ShapeMismatch(f"{name} of {fmt_shape(x.shape)} with kernel {fmt_shape(kernel.shape)} "
+                                "leaves no output")
         return op(name, (x, kernel), shape, (("stride", stride), ("padding", padding)), span)
     return build
 
@@ -280,11 +281,13 @@ register(Operation("pow", lambda v, n: _power(v[0], v[1], n), _vjp_pow, elementw
                    rebuild=lambda node, args: power(*args, span=node.span),
                    render=lambda n: (f"{render(n.args[0], 6)}^{render(n.args[1], 6)}", 5)))
 register(Operation("neg", lambda v, n: -v[0], lambda n, ct: (neg(ct),), elementwise=True,
-                   rebuild=lambda node, args: neg(args[0], node.span), render=lambda n: (f"-{render(n.args[0], 5)}", 4)))
+                   rebuild=lambda node, args: neg(args[0], node.span),
+                   render=lambda n: (f"-{render(n.args[0], 5)}", 4)))
 register(Operation("matmul", lambda v, n: jnp.matmul(v[0], v[1]), _vjp_matmul, render=_infix(3, " @ "),
                    rebuild=lambda node, args: matmul(*args, span=node.span)))
 register(Operation("dot", lambda v, n: jnp.sum(v[0] * v[1]), lambda n, ct: (mul(ct, n.args[1]), mul(ct, n.args[0])),
-                   render=_infix(3, "·"), rebuild=lambda node, args: dot(*args, span=node.span), signature=_binary(dot)))
+                   render=_infix(3, "·"), rebuild=lambda node, args: dot(*args, span=node.span),
+                   signature=_binary(dot)))
 register(Operation("outer", lambda v, n: jnp.outer(v[0], v[1]),
                    lambda n, ct: (matmul(ct, n.args[1]), matmul(transpose(ct), n.args[0])),
                    render=_infix(3, " ⊗ "), rebuild=lambda node, args: outer(*args, span=node.span),
@@ -297,20 +300,23 @@ register(Operation("sum", lambda v, n: jnp.sum(v[0]), lambda n, ct: (broadcast(c
 register(Operation("mean", lambda v, n: jnp.mean(v[0]),
                    lambda n, ct: (broadcast(mul(const(1.0 / _size(n.args[0].shape)), ct), n.args[0].shape),),
                    signature=_unary(lambda a, span: op("mean", (a,), (), span=span))))
-register(Operation("sum_to", lambda v, n: _sum_to(v[0], n.attr("shape")), lambda n, ct: (broadcast(ct, n.args[0].shape),),
+register(Operation("sum_to", lambda v, n: _sum_to(v[0], n.attr("shape")),
+                   lambda n, ct: (broadcast(ct, n.args[0].shape),),
                    rebuild=lambda node, args: sum_to(args[0], node.attr("shape")),
                    render=lambda n: (f"sum_to{fmt_shape(n.attr('shape'))}({render(n.args[0])})", 7)))
 register(Operation("broadcast", lambda v, n: jnp.broadcast_to(v[0], n.attr("shape")),
                    lambda n, ct: (sum_to(ct, n.args[0].shape),),
                    rebuild=lambda node, args: broadcast(args[0], node.attr("shape")),
                    render=lambda n: notation(n.args[0])))
-register(Operation("reshape", lambda v, n: jnp.reshape(v[0], n.attr("shape")), lambda n, ct: (reshape(ct, n.args[0].shape),),
+register(Operation("reshape", lambda v, n: jnp.reshape(v[0], n.attr("shape")),
+                   lambda n, ct: (reshape(ct, n.args[0].shape),),
                    rebuild=lambda node, args: reshape(args[0], node.attr("shape"), node.span), render=_render_reshape,
                    signature=Signature(1, lambda args, kw, span: reshape(args[0], (_size(args[0].shape),), span),
                                        name="flatten")))
 register(Operation("named", lambda v, n: v[0], lambda n, ct: (ct,), elementwise=True,
                    render=lambda n: (n.attr("name"), 7)))
-register(Operation("call", lambda v, n: jnp.broadcast_to(evaluate(n.attr("body"), {n.attr("param"): v[0]}), jnp.shape(v[0])),
+register(Operation("call",
+                   lambda v, n: jnp.broadcast_to(evaluate(n.attr("body"), {n.attr("param"): v[0]}), jnp.shape(v[0])),
                    lambda n, ct: (mul(derivative_call(n), ct),), elementwise=True, render=_render_call))
 register(Operation("vjp", _evaluate_pullback, pullback, render=_render_pullback))
 register(Operation("softmax", lambda v, n: _softmax(v[0]), _vjp_softmax,

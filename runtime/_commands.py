@@ -231,11 +231,14 @@ def _model_arguments(parser) -> None:
                              "(off by default; for maps whose plain steps contract)")
     parser.add_argument("--sweep", action="store_true",
                         help="update the model's blocks of states one after another (block Gauss-Seidel, the blocks "
-                             "`eqn show` lists) instead of all at once: the same fixed points, fewer steps on layered models")
+                             "`eqn show` lists) instead of all at once: the same fixed points, fewer steps on "
+                             "layered models")
     parser.add_argument("--noise", type=float, default=Options.noise, help="std of Gaussian neuron noise per step")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--beta", type=float, default=Options.beta, help=f"teaching amplitude |β| (default {Options.beta})")
-    parser.add_argument("--n", type=int, default=Options.n, help=f"points on the β circle for hep/online (default {Options.n})")
+    parser.add_argument("--beta", type=float, default=Options.beta,
+                        help=f"teaching amplitude |β| (default {Options.beta})")
+    parser.add_argument("--n", type=int, default=Options.n,
+                        help=f"points on the β circle for hep/online (default {Options.n})")
     parser.add_argument("--angle", type=float, default=None, help="initial angle (degrees) of backward weights")
     parser.add_argument("--flip-angle", type=float, default=None, help="sign-flip initialisation at this angle")
 
@@ -269,7 +272,8 @@ def register(sub, with_options: bool = True) -> None:
     train.add_argument("--homeostasis", type=float, default=Options.homeostasis, help="λ of the homeostatic loss")
     train.add_argument("--homeostasis-samples", type=int, default=Options.homeostasis_samples)
     train.add_argument("--random-sign", action="store_true", help="random sign of β for each batch")
-    train.add_argument("--eta", type=float, default=Options.eta, help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
+    train.add_argument("--eta", type=float, default=Options.eta,
+                       help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=TrainConfig.max_residual,

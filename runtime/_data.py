@@ -85,7 +85,8 @@ class _Spec:
     how: str  # how to make it available locally
 
 
-_FASHION_FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
+_FASHION_FILES = ("train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
+                  "t10k-labels-idx1-ubyte.gz")
 _SPECS = {
     "mnist": _Spec(
         "mnist", "mnist", 10, (1, 28, 28), ("train", "test"), "EQN_MNIST_DIR", "idx",
@@ -471,7 +472,7 @@ def _load_tfds(spec: _Spec, split: str, data_dir, download: bool):
                     import tensorflow  # noqa: F401
                 except Exception:  # noqa: BLE001
                     raise _Miss(f"prepared in {location} as {file_format}, which only TensorFlow reads "
-                                f"(pip install tensorflow-cpu, or re-prepare with --file_format=array_record)") from None
+                                "(pip install tensorflow-cpu, or re-prepare with --file_format=array_record)") from None
                 arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
                 images, labels = np.asarray(arrays["image"]), np.asarray(arrays["label"])
         except _Miss:
@@ -555,7 +556,8 @@ def _load_local(spec: _Spec, split: str, env_dir: str | None):
 def _read_idx_split(directory: Path, split: str):
     prefix = _IDX_NAMES[split]
     paths = {kind: _find(directory, f"{prefix}-{kind}-idx{nd}-ubyte") for kind, nd in (("images", 3), ("labels", 1))}
-    missing = [f"{prefix}-{kind}-idx{nd}-ubyte[.gz]" for (kind, nd) in (("images", 3), ("labels", 1)) if paths[kind] is None]
+    missing = [f"{prefix}-{kind}-idx{nd}-ubyte[.gz]" for (kind, nd) in (("images", 3), ("labels", 1))
+               if paths[kind] is None]
     if missing:
         raise _Miss(f"missing {', '.join(missing)}")
     images, labels = read_idx(paths["images"]), read_idx(paths["labels"])

@@ -190,7 +190,8 @@ class EqnModel(eqx.Module):
         """The cost C per sample (the loss at the output)."""
         targets = self._targets(y, _batch_size(state))
         batch = _batch_size(state)
-        inputs = self._inputs(x) if x is not None else {n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.inputs.items()}
+        inputs = self._inputs(x) if x is not None else {
+            n: jnp.zeros((batch,) + s, self._dtype) for n, s in self.program.inputs.items()}
         run = self._per_sample({"C": self.program.cost})
         return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["C"]
 

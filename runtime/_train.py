@@ -196,9 +196,9 @@ def evaluate(model, dataset, config: TrainConfig, evaluator=None, placement: Pla
     loss = 0.0
     residual = 0.0
     for x, y in dataset.batches(config.eval_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
-        w, l, r = evaluator(model, placement.batch(x), placement.batch(y))
+        w, batch_loss, r = evaluator(model, placement.batch(x), placement.batch(y))
         wrong += int(w)
-        loss += float(l)
+        loss += float(batch_loss)
         total += x.shape[0]
         residual = max(residual, float(r))
     return {"error": wrong / max(total, 1), "loss": loss / max(total, 1), "residual": residual}
@@ -279,7 +279,7 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             start_epoch = int(meta["epochs_done"])
             resumed_steps, resumed_partial = int(meta.get("steps_done", 0)), meta.get("partial")
             if metrics_path.exists():
-                lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+                lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
                 history = [h for h in lines if h["epoch"] <= start_epoch]
                 metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
         elif metrics_path.exists() and not resume:

@@ -116,7 +116,8 @@ def cmd_show(args) -> int:
     print("  sweep blocks " + " then ".join("{" + ", ".join(block) + "}" for block in program.sweep_blocks)
           + "  (the order of --sweep)")
     if program.diagonal_block:
-        print("  diagonal     {" + ", ".join(program.diagonal_block) + "}  (Jacobian diagonal there: exact rbp eliminates it)")
+        print("  diagonal     {" + ", ".join(program.diagonal_block)
+              + "}  (Jacobian diagonal there: exact rbp eliminates it)")
     label = "derived flow" if program.form == "energy" else "free dynamics"
     print(f"  {label}:")
     for s, node in program.dynamics.items():

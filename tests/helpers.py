@@ -38,7 +38,8 @@ def tiny_model(name: str, seed: int = 0):
 
 def random_like(key, shapes: dict, batch: int, scale: float = 1.0) -> dict:
     keys = jax.random.split(key, len(shapes))
-    return {n: scale * jax.random.normal(k, (batch,) + tuple(s), jnp.float64) for k, (n, s) in zip(keys, shapes.items())}
+    return {n: scale * jax.random.normal(k, (batch,) + tuple(s), jnp.float64)
+            for k, (n, s) in zip(keys, shapes.items())}
 
 
 def randomise_params(model, key, scale: float = 0.5):

@@ -46,7 +46,8 @@ cost C = 0.5 * sum((u - y)^2)
 
 
 def test_an_unused_declaration_is_pointed_out():
-    [(line, column, message)] = _warnings(READOUT.replace("param R", "param Q[2] ~ zeros\nparam R") + "predict scores\n")
+    source = READOUT.replace("param R", "param Q[2] ~ zeros\nparam R") + "predict scores\n"
+    [(line, column, message)] = _warnings(source)
     assert (line, column, message) == (7, 7, "param 'Q' is never used")
 
 

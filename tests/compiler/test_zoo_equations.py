@@ -136,7 +136,8 @@ def conv_field(P, S, x, y, beta):
     u1, u2, u3, u4 = S["u1"], S["u2"], S["u3"], S["u4"]
 
     def backward(u_low, kernel, u_high, padding):
-        return jax.grad(lambda s: jnp.sum(u_high * softpool(conv(s, kernel, padding))), holomorphic=jnp.iscomplexobj(u_low))(dsilu(u_low))
+        return jax.grad(lambda s: jnp.sum(u_high * softpool(conv(s, kernel, padding))),
+                        holomorphic=jnp.iscomplexobj(u_low))(dsilu(u_low))
 
     g1 = softpool(conv(x, P["W1f"], 1)) + backward(u1, P["W2b"], u2, 1) + P["b1"]
     g2 = softpool(conv(dsilu(u1), P["W2f"], 1)) + backward(u2, P["W3b"], u3, 1) + P["b2"]
@@ -325,7 +326,8 @@ def test_the_diagonal_block_has_a_diagonal_jacobian(name):
         return
     state, x, _ = _sample(model, jax.random.PRNGKey(13))
     flat_field, ravel, unravel, inputs = model._flat_field(x, ep=False)
-    jac = np.asarray(jax.jacfwd(flat_field)(ravel({k: v[0] for k, v in state.items()}), {k: v[0] for k, v in inputs.items()}))
+    first = ravel({k: v[0] for k, v in state.items()}), {k: v[0] for k, v in inputs.items()}
+    jac = np.asarray(jax.jacfwd(flat_field)(*first))
     positions = unravel(np.arange(jac.shape[0]))
     inside = np.concatenate([np.ravel(positions[s]) for s in block])
     sub = jac[np.ix_(inside, inside)]

@@ -67,7 +67,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shared_cache_env
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert killed, "the run finished before it could be killed"
-    done = [json.loads(l)["epoch"] for l in metrics.read_text().splitlines()]
+    done = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert done and done[-1] < 3
 
     resumed = subprocess.run(_command(cut) + ["--resume"], capture_output=True, text=True, timeout=600,
@@ -76,7 +76,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shared_cache_env
     assert "final validation error" in resumed.stdout
     for a, b in zip(_params(cut / "checkpoint.eqx"), _params(full / "checkpoint.eqx")):
         np.testing.assert_array_equal(a, b)
-    records = [json.loads(l) for l in metrics.read_text().splitlines()]
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
     for key in ("epoch", "train_loss", "train_error", "val_error", "symmetry", "seconds", "field_evaluations"):
         assert key in records[-1]
@@ -90,9 +90,10 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, shared_cache_env
 
 def test_diagnose_prints_the_diagnostics_and_draws_the_stability_map(tmp_path):
     png = tmp_path / "map.png"
-    result = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "diagnose", str(ROOT / "models" / "reciprocal_mlp.eqn"),
-                             "--const", "n_h=16", "--batch-size", "4", "--free-steps", "100", "--stability-map", str(png),
-                             "--resolution", "5"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "eqn.runtime.cli", "diagnose",
+                             str(ROOT / "models" / "reciprocal_mlp.eqn"), "--const", "n_h=16", "--batch-size", "4",
+                             "--free-steps", "100", "--stability-map", str(png), "--resolution", "5"],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     for key in ("symmetry", "homeostatic_loss", "pair_angles_degrees", "cosine_response_delta",
                 "cosine_ep_exact", "cvf_bptt_angle_degrees"):

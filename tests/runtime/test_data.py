@@ -135,7 +135,8 @@ def test_cifar_from_local_pickles(tmp_path, monkeypatch):
         batches.append((data, labels))
     data100 = rng.integers(0, 256, size=(3, 3072), dtype=np.uint8)
     for name in ("train", "test"):
-        (c100 / name).write_bytes(pickle.dumps({b"data": data100, b"fine_labels": [99, 0, 42], b"coarse_labels": [1, 2, 3]}))
+        batch = {b"data": data100, b"fine_labels": [99, 0, 42], b"coarse_labels": [1, 2, 3]}
+        (c100 / name).write_bytes(pickle.dumps(batch))
     monkeypatch.setenv("EQN_CIFAR10_DIR", str(c10))
     monkeypatch.setenv("EQN_CIFAR100_DIR", str(c100))
 

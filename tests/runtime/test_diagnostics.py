@@ -9,7 +9,9 @@ import numpy as np
 from helpers import randomise_params, tiny_model
 
 import eqn
-from eqn.runtime import FixedStep, diagnose, pair_angles, plot_stability_map, rotate_pairs, sign_flip_pairs, stability_map
+from eqn.runtime import (
+    FixedStep, diagnose, pair_angles, plot_stability_map, rotate_pairs, sign_flip_pairs, stability_map,
+)
 
 
 def _batch(model, n=3):

@@ -33,7 +33,8 @@ def test_anderson_with_full_memory_solves_a_linear_problem_in_about_n_steps():
     Theorem 2.2): exact after about n + 1 mixing steps (n + 3 evaluations unregularised, a couple
     more with the default Tikhonov term), where plain Euler needs ~140."""
     plain = FixedStep(max_steps=3000, tol=1e-10).solve(linear_field, {"u": jnp.zeros((3, N))}, 0.2)[1]
-    u, stats = Anderson(max_steps=3000, tol=1e-10, memory=N + 1, warmup=0).solve(linear_field, {"u": jnp.zeros((3, N))}, 0.2)
+    solver = Anderson(max_steps=3000, tol=1e-10, memory=N + 1, warmup=0)
+    u, stats = solver.solve(linear_field, {"u": jnp.zeros((3, N))}, 0.2)
     assert int(stats.steps) <= N + 5 < int(plain.steps) // 5
     np.testing.assert_allclose(u["u"], EXACT, atol=1e-9)
 

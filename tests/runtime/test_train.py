@@ -65,7 +65,7 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     uninterrupted, _ = _tiny_run(tmp_path, epochs=3, out="full")
     _tiny_run(tmp_path, epochs=3, max_steps=8, out="cut")  # stops inside epoch 2 (6 steps per epoch)
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(l)["epoch"] for l in lines] == [1]  # the cut epoch is neither recorded nor saved
+    assert [json.loads(line)["epoch"] for line in lines] == [1]  # the cut epoch is neither recorded nor saved
     resumed, history = _tiny_run(tmp_path, epochs=3, resume=True, out="cut")
     for a, b in zip(jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(uninterrupted)):
         np.testing.assert_array_equal(a, b)
@@ -88,7 +88,7 @@ def test_checkpoints_inside_an_epoch_resume_to_the_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b)
     drop = lambda h: {k: v for k, v in h.items() if k != "seconds"}  # noqa: E731
     assert [drop(h) for h in history] == [drop(h) for h in full_history]
-    on_disk = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    on_disk = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [drop(h) for h in on_disk] == [drop(h) for h in full_history]
 
 
