@@ -345,15 +345,25 @@ def clear_cache() -> None:
 
 def load_dataset(name: str, split: str, *, data_dir=None, normalize: bool = True, flatten: bool | None = None,
                  source: str = "auto", download: bool = False) -> ArrayDataset:
-    """Load `split` ("train", "test"; ImageNet32: "train", "validation") of dataset `name`.
+    """Load one split of a dataset as arrays in memory.
 
-    `data_dir`: TFDS data directory (default: TFDS's own). `normalize`: standardise each channel
-    with the training-set mean/std (`NORM_STATS`), else pixels stay in [0, 1]. `flatten`: images as
-    `[N, C*H*W]` (None or False: `[N, C, H, W]`). `source`: "auto" (TFDS, then local files), "tfds"
-    or "local". `download`: let TFDS download and prepare a missing dataset (needs network and
-    TensorFlow; off by default because offline it retries for minutes).
+    Args:
+        name: the TFDS name (mnist, fashion_mnist, cifar10, cifar100, imagenet_resized/32x32).
+        split: "train" or "test" (ImageNet32: "train" or "validation").
+        data_dir: the TFDS data directory (default: TFDS's own).
+        normalize: standardise each channel with the training set's mean and std (`NORM_STATS`);
+            otherwise pixels stay in [0, 1].
+        flatten: images as `[N, C*H*W]` (None or False: `[N, C, H, W]`).
+        source: "auto" (TFDS, then local files), "tfds" or "local".
+        download: let TFDS download and prepare a missing dataset (needs network and TensorFlow;
+            off by default because offline it retries for minutes).
 
-    Raises `DatasetUnavailable` when no source has the data, `ValueError` for an unknown name.
+    Returns:
+        An `ArrayDataset` of float32 images and one-hot labels.
+
+    Raises:
+        DatasetUnavailable: no source has the data (the message says what to install).
+        ValueError: an unknown name or source.
     """
     spec = _spec(name)
     if source not in ("auto", "tfds", "local"):

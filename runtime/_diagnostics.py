@@ -27,7 +27,21 @@ def _flat(tree) -> np.ndarray:
 
 def diagnose(model, x, y, *, beta: float = 0.5, n: int = 2, solver=None, key=None,
              homeostasis_samples: int = 4, cep_steps: int = 20) -> dict:
-    """All scalar diagnostics for one batch, as a dict of floats (and dicts per layer/pair)."""
+    """All scalar diagnostics for one batch, at the free fixed point.
+
+    Args:
+        model: a compiled model.
+        x, y: a batch of inputs and one-hot targets.
+        beta, n: |β| and the points of the hEP estimate whose d_βu* is compared with δ.
+        solver: the free phase's solver (default: the model's, without noise).
+        key: a PRNG key for the homeostatic loss's probes (default PRNGKey(0)).
+        homeostasis_samples: Gaussian probes per sample of the homeostatic loss.
+        cep_steps: nudged steps of the C-EP/BPTT angle Ψ (continual-ep §4.3).
+
+    Returns:
+        A dict of floats (Jacobian symmetry, homeostatic loss, …) and of dicts per layer or pair
+        (angles between forward and backward weights, cosines between d_βu* and δ).
+    """
     key = jax.random.PRNGKey(0) if key is None else key
     solver = (solver or model.free_solver).without_noise()
     free, stats = eqx.filter_jit(lambda m, x: m.free(x, solver=solver, with_stats=True))(model, x)

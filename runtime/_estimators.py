@@ -38,7 +38,19 @@ def _static_and_beta(options: dict) -> tuple[Options, jax.Array]:
 
 
 def nudge_response(model, x, y, free, method: str = "true", *, key=None, **options) -> dict:
-    """d_βu* at the free fixed point `free`, estimated by `method` (classic, symmetric, hep, true)."""
+    """d_βu*, the response of the fixed point to the nudge, at the free fixed point.
+
+    Args:
+        model: a compiled model.
+        x, y: a batch of inputs and targets.
+        free: the free fixed point of that batch.
+        method: classic, symmetric, hep (from nudged fixed points) or true (forward mode).
+        key: a PRNG key (default PRNGKey(0)).
+        **options: the fields of `Options`.
+
+    Returns:
+        A state dict: the estimate of d_βu* = J⁻¹∂C/∂u per sample.
+    """
     chosen = get_estimator(method)
     key = jax.random.PRNGKey(0) if key is None else key
     return _response_compiled(chosen, model, x, y, free, key, *_static_and_beta(options))
@@ -50,10 +62,20 @@ def _response_compiled(chosen: Estimator, model, x, y, free, key, opts: Options,
 
 
 def estimate(model, x, y, estimator: str = "hep", *, key=None, **options) -> tuple[Tree, dict]:
-    """Estimate dL/dθ on a batch: `grads` has the model's structure (descend it), `info` holds
-    the loss, the classification error and the residual of each phase.
+    """Estimate dL/dθ on a batch.
 
         grads, info = eqn.estimate(model, x, y, estimator="hep", beta=0.5, n=4)
+
+    Args:
+        model: a compiled model.
+        x, y: a batch of inputs and one-hot targets (leading axis: the batch).
+        estimator: a name of `ESTIMATORS` (classic, symmetric, hep, online, true, rbp, bptt, cep, cvf).
+        key: a PRNG key for random signs, noise and probes (default PRNGKey(0)).
+        **options: the fields of `Options` (beta, n, homeostasis, free_solver, nudged_solver, …).
+
+    Returns:
+        (grads, info): `grads` has the model's structure (descend it); `info` holds the loss, the
+        classification error, each phase's residual and steps, and whether the gradient is finite.
     """
     chosen = get_estimator(estimator)
     if chosen.complex_beta and not model.program.holomorphic:

@@ -13,7 +13,7 @@ from pathlib import Path
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..compiler import Node, Program, Rule, evaluate_many, load, state_independent
 from ..compiler import rules as program_rules
@@ -34,8 +34,18 @@ def _batch_size(tree) -> int:
 
 class EqnModel(eqx.Module):
     """A compiled `.eqn` model. Its fields are the model's parameters; `program` (static) holds
-    the checked, derived equations. Methods take batched arrays (leading axis = batch) and
-    states as dicts name → array."""
+    the checked, derived equations; `free_solver` and `nudged_solver` find the phases' fixed
+    points; `dt` is the Euler step (1 for maps).
+
+    The methods share their arguments:
+        state: a dict state name → array [batch, *shape].
+        x: the inputs, an array [batch, *shape] (a dict by name for a model with several).
+        y: the targets, likewise (None: zeros, for the free phase).
+        beta: the nudge β, a real or complex scalar.
+
+    It is an ordinary pytree: use `equinox.filter_jit` (not `jax.jit`: the program and solvers
+    are static fields) and `equinox.filter_grad`.
+    """
 
     program: Program = eqx.field(static=True)
     free_solver: FixedPointSolver = eqx.field(static=True)
@@ -175,7 +185,7 @@ class EqnModel(eqx.Module):
         field = self.vector_field(state, x, y, beta)
         return {s: state[s] + self.dt * field[s] for s in state}
 
-    def energy(self, state: State, x, y=None, beta=0.0) -> Array:
+    def energy(self, state: State, x, y=None, beta=0.0) -> Float[Array, " batch"]:
         """E(u) + β·C(u) per sample (energy models only)."""
         if self.program.energy is None:
             raise TypeError(f"model '{self.program.name}' is a {self.program.form}; it has no energy")
@@ -186,7 +196,7 @@ class EqnModel(eqx.Module):
         values = jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(beta), {})
         return values["E"] if self.program.explicit_beta else values["E"] + beta * values["C"]
 
-    def cost(self, state: State, y, x=None) -> Array:
+    def cost(self, state: State, y, x=None) -> Float[Array, " batch"]:
         """The cost C per sample (the loss at the output)."""
         targets = self._targets(y, _batch_size(state))
         batch = _batch_size(state)
@@ -230,7 +240,7 @@ class EqnModel(eqx.Module):
         """
         return self._solve(x, y, beta, init, solver or self.nudged_solver, with_stats, key)
 
-    def prediction(self, state: State, x) -> Array:
+    def prediction(self, state: State, x) -> Float[Array, "batch classes"]:
         """The scores whose argmax is the predicted class: the model's `predict` expression, or
         the output state."""
         if self.program.prediction is None:
@@ -240,7 +250,7 @@ class EqnModel(eqx.Module):
         run = self._per_sample({"p": self.program.prediction})
         return jax.vmap(run, in_axes=(0, 0, 0, None, None))(state, inputs, targets, jnp.asarray(0.0), {})["p"]
 
-    def predict(self, x, **kwargs) -> Array:
+    def predict(self, x, **kwargs) -> Float[Array, "batch classes"]:
         """Class scores at the free fixed point."""
         return self.prediction(self.free(x, **kwargs), x)
 
@@ -279,7 +289,7 @@ class EqnModel(eqx.Module):
 
         return flat_field, ravel, unravel, inputs
 
-    def jacobian(self, state: State, x) -> Array:
+    def jacobian(self, state: State, x) -> Float[Array, "batch n n"]:
         """Dense Jacobian of the free `ep_field` per sample (∂F/∂u when the model declares no
         coordinates): [batch, n, n], states flattened in declaration order."""
         flat_field, ravel, _, inputs = self._flat_field(x)
@@ -306,7 +316,7 @@ class EqnModel(eqx.Module):
         out = jax.vmap(one)(jax.vmap(ravel)(state), jax.vmap(ravel)(cotangent), inputs)
         return jax.vmap(unravel)(out)
 
-    def symmetry(self, state: State, x) -> Array:
+    def symmetry(self, state: State, x) -> Float[Array, " batch"]:
         """‖S‖/(‖S‖ + ‖A‖) of the Jacobian per sample (Frobenius norms; S, A its symmetric and
         skew parts). 1 for energy models; homeostasis §3."""
         jac = self.jacobian(state, x)
@@ -316,7 +326,7 @@ class EqnModel(eqx.Module):
         a = jnp.sqrt(jnp.sum(jnp.abs(skew) ** 2, axis=(-1, -2)))
         return s / (s + a)
 
-    def homeostatic_loss(self, state: State, x, key: PRNGKeyArray, samples: int = 1) -> Array:
+    def homeostatic_loss(self, state: State, x, key: PRNGKeyArray, samples: int = 1) -> Float[Array, " batch"]:
         """Hutchinson estimate of E_ε[‖Jε‖² − εᵀJ²ε] = Tr(JᵀJ) − Tr(J²) = 2‖A‖²_F per sample
         (homeostasis Eq. 12 and App. A.2), with `samples` Gaussian probes."""
         flat_field, ravel, _, inputs = self._flat_field(x)

@@ -244,13 +244,27 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         model, history = eqn.train(model, train_set, val=test_set, estimator="hep", beta=0.5, n=2,
                                    epochs=1, lr=0.01, out="runs/x")
 
-    Estimator options (beta, n, homeostasis, …, see `Options`) and `TrainConfig` fields may be
-    given as keywords. With `out`, each epoch appends to out/metrics.jsonl and writes
-    out/checkpoint.eqx atomically; `resume=True` continues from that checkpoint exactly.
-    `checkpoint_every=K` also writes it every K steps inside an epoch, with the epoch's running
-    statistics, so that a run with long epochs loses at most K steps; resuming from such a
-    checkpoint skips the batches already taken and ends as the uninterrupted run would.
-    `max_steps` stops after that many training steps in all (for tests and smoke runs).
+    Args:
+        model: a compiled model; its phases use its own solvers unless the options name others.
+        data: the training set (an `ArrayDataset`).
+        val: a validation set, evaluated after each epoch.
+        out: the run folder: each epoch appends to out/metrics.jsonl and rewrites
+            out/checkpoint.eqx atomically.
+        resume: continue from out/checkpoint.eqx exactly, as if never stopped.
+        progress: show a progress bar and a line per epoch.
+        max_steps: stop after that many training steps in all (tests and smoke runs).
+        config: a `TrainConfig`; its fields may also be given as keywords.
+        **overrides: `TrainConfig` fields (lr, epochs, checkpoint_every, …) and estimator options
+            (beta, n, homeostasis, …, see `Options`). With `checkpoint_every=K` the checkpoint is
+            also written every K steps inside an epoch, with the epoch's running statistics, so
+            that a long epoch loses at most K steps; resuming from it skips the batches taken.
+
+    Returns:
+        (model, history): the trained model and one record per epoch (as in metrics.jsonl).
+
+    Raises:
+        DivergenceError: a phase diverged or the gradient was not finite; the parameters were
+            not updated, and with `out` the last finite ones are in out/last_finite.eqx.
     """
     config = replace(config or TrainConfig(), **{k: v for k, v in overrides.items()
                                                   if k in TrainConfig.__dataclass_fields__})
