@@ -1,4 +1,9 @@
-"""Text → AST: a Lark LALR(1) parser with positions, and a transformer into `eqn.dsl.ast` nodes."""
+"""Text → AST: Lark's LALR(1) parser, fed the newlines that end statements, and a transformer into `eqn.dsl.ast`.
+
+A newline ends a statement where the parser can end one and the next token can start one; anywhere
+else (inside brackets, after an operator, before a line such as `- b1.rho(h)`) the statement goes
+on. Those decisions and the error messages rest on terminal sets read from the grammar's parser.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +13,41 @@ import re
 from importlib import resources
 from pathlib import Path
 
-import lark
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
 
 from . import ast
 from .errors import EqnError, EqnSyntaxError
 
-_READABLE = {
-    "NAME": "a name",
-    "NUMBER": "a number",
-    "PRIMED": "a primed name",
-    "DDT": "'d<state>/dt'",
-    "POW": "'^'",
-    "$END": "end of file",
-}
-
-_STATEMENTS = ("model", "const", "input", "target", "state", "param", "pair", "tie", "fn", "let",
-               "coordinates", "energy", "cost", "predict")
-_KEYWORDS = _STATEMENTS + ("output", "holomorphic")
-_BINARY_OPERATORS = ("+", "-", "*", "/", "@", ".", "^", "=", ",", "~")
-_EXPRESSION_START = {"LPAR", "PLUS", "MINUS", "NAME", "NUMBER", "PRIMED", "BETA"}
+_READABLE = {"NAME": "a name", "NUMBER": "a number", "PRIMED": "a primed name", "DDT": "'d<state>/dt'",
+             "POW": "'^'", "_NL": "end of line", "$END": "end of file"}
+_CLOSER = {"(": ")", "[": "]"}
 
 
-@functools.lru_cache(maxsize=1)
-def _lark() -> Lark:
-    grammar = resources.files(__package__).joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=True)
+class _Grammar:
+    """grammar.lark's parser, and the terminal sets that the newline rule and the messages use."""
+
+    def __init__(self):
+        text = resources.files(__package__).joinpath("grammar.lark").read_text()
+        self.lark = Lark(text, parser="lalr", lexer="basic", start=["start", "expr"],
+                         propagate_positions=True, maybe_placeholders=True)
+        self.literal = {t.name: t.pattern.value for t in self.lark.terminals if isinstance(t.pattern, PatternStr)}
+        self.terminal = {text: name for name, text in self.literal.items()}
+        self.keywords = {name: text for name, text in self.literal.items() if text.isidentifier()}
+        self.described = {name: repr(text) for name, text in self.literal.items()} | _READABLE
+        self.statement_start = self.parser().accepts() - {"_NL", "$END"}
+        self.expression_start = self.parser("expr").accepts()
+
+    def parser(self, start: str = "start", tokens: tuple[Token, ...] = ()):
+        """An interactive parser that has been fed `tokens`."""
+        parser = self.lark.parse_interactive(start=start)
+        for token in tokens:
+            parser.feed_token(token)
+        return parser
+
+
+_grammar = functools.cache(_Grammar)  # built once, on the first parse
 
 
 def _span_of_token(token: Token) -> ast.Span:
@@ -42,295 +55,173 @@ def _span_of_token(token: Token) -> ast.Span:
                     token.end_column or token.column + len(token))
 
 
+def _accepts(parser, tokens: list[Token]) -> bool:
+    """Whether `parser` would take `tokens` in turn, tried on a copy (that shares tree values: for errors only)."""
+    probe = parser.copy(deepcopy_values=False)
+    try:
+        for token in tokens:
+            probe.feed_token(token)
+    except UnexpectedToken:
+        return False
+    return True
+
+
+def _describe(expected: set[str]) -> str:
+    grammar = _grammar()
+    if "_NL" in expected:
+        expected = expected - {"$END"}  # "end of line" says it
+    names = {"an expression"} if grammar.expression_start <= expected else set()
+    rest = expected - grammar.expression_start if names else expected
+    names = sorted(names | {grammar.described[t] for t in rest if t in grammar.described})
+    if len(names) <= 2:
+        return f"; expected {' or '.join(names)}" if names else ""
+    return f"; expected one of {', '.join(names[:6])}{', …' if len(names) > 6 else ''}"
+
+
+def _misspelt_keyword(name: Token | None, parser) -> EqnSyntaxError | None:
+    """`name` where `parser` takes a keyword much like it, outside an expression (`parm`, `ouput`)."""
+    accepted, grammar = parser.accepts(), _grammar()
+    if name is None or name.type != "NAME" or grammar.expression_start <= accepted:
+        return None
+    close = difflib.get_close_matches(str(name), [grammar.keywords[t] for t in accepted if t in grammar.keywords], n=1)
+    if not close:
+        return None
+    return EqnSyntaxError(f"unknown keyword '{name}'; did you mean '{close[0]}'?", _span_of_token(name))
+
+
+def _unexpected(token: Token, fed: list[Token], expected: set[str], brackets: list[Token],
+                hanging: tuple[Token, int] | None) -> EqnSyntaxError:
+    """The error for `token`, which the parser refused after `fed`; `expected` is what it takes there."""
+    grammar = _grammar()
+    if hanging and _accepts(grammar.parser(), fed[hanging[1]:] + [token]):
+        # the line after the one hanging on an operator reads as a statement: the operator is wrong
+        line = (fed[hanging[1]:] + [token])[0].line
+        return EqnSyntaxError(f"'{hanging[0]}' has no right operand: the next statement starts on line {line}",
+                              _span_of_token(hanging[0]))
+    if brackets and token.type in grammar.statement_start - grammar.expression_start:
+        return EqnSyntaxError(f"'{brackets[-1]}' was never closed", _span_of_token(brackets[-1]))
+    before, previous = grammar.parser(tokens=tuple(fed)), fed[-1] if fed else None
+    if previous is not None and token.type in grammar.expression_start \
+            and _accepts(before, [Token(grammar.terminal["*"], "*"), token]):
+        what = "',' or operator" if _accepts(before, [Token(grammar.terminal[","], ","), token]) else "operator"
+        return EqnSyntaxError(f"missing {what} between '{previous}' and '{token}'", _span_of_token(token))
+    misspelt = _misspelt_keyword(token, before) or _misspelt_keyword(previous, grammar.parser(tokens=tuple(fed[:-1])))
+    what = "end of file" if token.type == "$END" else f"'{token}'"
+    return misspelt or EqnSyntaxError(f"unexpected {what}{_describe(expected)}", _span_of_token(token))
+
+
+def _parse_tree(source: str):
+    """Lex with Lark, feed the parser the newlines that end statements, and return the parse tree."""
+    grammar = _grammar()
+    parser, fed, brackets = grammar.parser(), [], []  # brackets: the open '(' and '['
+    newline: Token | None = None  # the first newline since the last token, outside brackets
+    hanging: tuple[Token, int] | None = None  # an operator a line ended on; where the next line starts in `fed`
+
+    def feed(token: Token):
+        try:
+            result = parser.feed_token(token)
+        except UnexpectedToken:  # `parser` is left where it found no action: it knows what it takes there
+            raise _unexpected(token, fed, parser.accepts(), brackets, hanging) from None
+        fed.append(token)
+        return result
+
+    for token in grammar.lark.lex(source):
+        if token.type == "_NL":
+            newline = newline or (None if brackets else token)
+            continue
+        if newline is not None:
+            accepted = parser.accepts() if token.type in grammar.statement_start else set()
+            operand_due = "_NL" not in accepted and "NAME" in accepted and fed[-1].type not in grammar.keywords
+            hanging = (fed[-1], len(fed)) if operand_due else None
+            if "_NL" in accepted:
+                feed(newline)
+            newline = None
+        if token in _CLOSER:
+            brackets.append(token)
+        elif token in _CLOSER.values():
+            if not brackets:
+                raise EqnSyntaxError(f"unmatched '{token}'", _span_of_token(token))
+            if _CLOSER[brackets[-1]] == token:
+                brackets.pop()
+        feed(token)
+    last = next((t for t in reversed(fed) if t.type != "_NL"), None)
+    line, column = (last.end_line, last.end_column) if last else (1, 1)
+    return feed(Token("$END", "", len(source), line, column, line, column + 1))
+
+
 def _span(meta) -> ast.Span:
-    if getattr(meta, "empty", True):
-        return ast.Span.unknown()
-    return ast.Span(meta.line, meta.column, meta.end_line, meta.end_column)
+    empty = getattr(meta, "empty", True)
+    return ast.Span.unknown() if empty else ast.Span(meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-def _number(token: Token) -> ast.Number:
-    text = str(token)
-    is_integer = re.fullmatch(r"[0-9]+", text) is not None
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise EqnSyntaxError(f"number {text} is too large", _span_of_token(token))
-    return ast.Number(_span_of_token(token), value, is_integer)
+def _node(make):
+    """A transformer method that returns `make(span, children)`."""
+    return lambda self, meta, children: make(_span(meta), children)
 
 
-def _binop(op: str):
-    def build(self, meta, c):
-        return ast.BinOp(_span(meta), op, c[0], c[1])
-    return build
+def _named(node, located: bool = False):
+    """A method building `node(span, name, [name_span,] value)` from the children NAME and value."""
+    return _node(lambda span, c: node(span, str(c[0]), *([_span_of_token(c[0])] if located else []), c[1]))
+
+
+def _var(kind: str):
+    return _node(lambda span, c: ast.VarDecl(span, kind, str(c[0]), _span_of_token(c[0]), c[1] or (),
+                                             kind == "state" and c[2] is not None, c[2] if kind == "param" else None))
 
 
 @v_args(meta=True)
 class _ToAst(Transformer):
-    """Parse tree → AST. Each method receives Lark's `meta` (positions) and the children."""
+    """Parse tree → AST, one method per grammar rule, each given Lark's `meta` (positions) and the children."""
 
-    def start(self, meta, statements):
-        return tuple(statements)
+    def start(self, meta, statements):  # `const` and `coordinates` give lists of statements
+        return tuple(s for item in statements for s in (item if isinstance(item, list) else [item]))
 
-    # statements ------------------------------------------------------------------------
-    def model_decl(self, meta, c):
-        return ast.ModelDecl(_span(meta), str(c[0]), c[1] is not None)
-
-    def const_decl(self, meta, items):
-        return list(items)
-
-    def const_item(self, meta, c):
-        return ast.ConstDecl(_span(meta), str(c[0]), c[1])
-
-    def shape(self, meta, dims):
-        return tuple(dims)
-
-    def init(self, meta, c):
-        args = tuple(a for a in c[1:] if a is not None)
-        return ast.Initializer(str(c[0]), args, _span(meta))
-
-    def _var(self, kind, meta, c, output=False, init=None):
-        name, shape = c[0], c[1]
-        return ast.VarDecl(_span(meta), kind, str(name), _span_of_token(name), shape or (), output, init)
-
-    def input_decl(self, meta, c):
-        return self._var("input", meta, c)
-
-    def target_decl(self, meta, c):
-        return self._var("target", meta, c)
-
-    def state_decl(self, meta, c):
-        return self._var("state", meta, c, output=c[2] is not None)
-
-    def param_decl(self, meta, c):
-        return self._var("param", meta, c, init=c[2])
-
-    def pair_decl(self, meta, c):
-        return ast.PairDecl(_span(meta), str(c[0]), str(c[1]), _span_of_token(c[0]), _span_of_token(c[1]))
-
-    def tie_decl(self, meta, c):
-        return ast.TieDecl(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
-
-    def fn_decl(self, meta, c):
-        return ast.FnDecl(_span(meta), str(c[0]), _span_of_token(c[0]), tuple(str(p) for p in c[1:-1]), c[-1])
-
-    def let_decl(self, meta, c):
-        return ast.LetDecl(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
-
-    def coordinates_decl(self, meta, items):
-        return list(items)
-
-    def coordinate_item(self, meta, c):
-        return ast.CoordinateDecl(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
-
-    def energy_decl(self, meta, c):
-        return ast.EnergyDecl(_span(meta), str(c[0]), c[1])
-
-    def cost_decl(self, meta, c):
-        return ast.CostDecl(_span(meta), str(c[0]), c[1])
-
-    def predict_decl(self, meta, c):
-        return ast.PredictDecl(_span(meta), c[0])
+    model_decl = _node(lambda span, c: ast.ModelDecl(span, str(c[0]), c[1] is not None))
+    const_decl = coordinates_decl = _node(lambda span, items: list(items))
+    const_item, energy_decl, cost_decl = _named(ast.ConstDecl), _named(ast.EnergyDecl), _named(ast.CostDecl)
+    tie_decl, let_decl, coordinate_item, map_eq = (
+        _named(node, located=True) for node in (ast.TieDecl, ast.LetDecl, ast.CoordinateDecl, ast.MapEq))
+    input_decl, target_decl, state_decl, param_decl = _var("input"), _var("target"), _var("state"), _var("param")
+    shape = _node(lambda span, dims: tuple(dims))
+    init = _node(lambda span, c: ast.Initializer(str(c[0]), tuple(a for a in c[1:] if a is not None), span))
+    pair_decl = _node(lambda span, c: ast.PairDecl(span, str(c[0]), str(c[1]), _span_of_token(c[0]),
+                                                   _span_of_token(c[1])))
+    fn_decl = _node(lambda span, c: ast.FnDecl(span, str(c[0]), _span_of_token(c[0]), tuple(map(str, c[1:-1])), c[-1]))
+    predict_decl, neg, transpose = (
+        _node(lambda span, c, node=node: node(span, c[0])) for node in (ast.PredictDecl, ast.Neg, ast.Transpose))
+    add, sub, mul, div, matmul, dot = (
+        _node(lambda span, c, op=op: ast.BinOp(span, op, c[0], c[1])) for op in "+-*/@.")
+    pow = _node(lambda span, c: ast.BinOp(span, "^", c[0], c[2]))
+    beta = _node(lambda span, c: ast.Beta(span))
+    var = _node(lambda span, c: ast.Name(_span_of_token(c[0]), str(c[0])))
+    kwarg = _node(lambda span, c: ast.Keyword(str(c[0]), c[1], span))
 
     def flow_eq(self, meta, c):
-        token = c[0]
-        match = re.match(r"d[ \t]*([A-Za-z_][A-Za-z0-9_]*)", str(token))
-        name = match.group(1)
-        offset = match.start(1)
-        span = ast.Span(token.line, token.column + offset, token.line, token.column + offset + len(name))
-        return ast.FlowEq(_span(meta), name, span, c[1])
+        match = re.match(r"d[ \t]*([A-Za-z_][A-Za-z0-9_]*)", str(c[0]))
+        line, column = c[0].line, c[0].column + match.start(1)
+        return ast.FlowEq(_span(meta), match[1], ast.Span(line, column, line, column + len(match[1])), c[1])
 
-    def map_eq(self, meta, c):
-        return ast.MapEq(_span(meta), str(c[0]), _span_of_token(c[0]), c[1])
-
-    # expressions -----------------------------------------------------------------------
     def number(self, meta, c):
-        return _number(c[0])
-
-    def var(self, meta, c):
-        return ast.Name(_span_of_token(c[0]), str(c[0]))
+        if float(c[0]) in (float("inf"), float("-inf")):
+            raise EqnSyntaxError(f"number {c[0]} is too large", _span_of_token(c[0]))
+        return ast.Number(_span_of_token(c[0]), float(c[0]), c[0].isdigit())
 
     def primed_var(self, meta, c):
-        text = str(c[0])
-        name = text.rstrip("'")
-        span = _span_of_token(c[0])
-        node: ast.Expr = ast.Name(ast.Span(span.line, span.column, span.line, span.column + len(name)), name)
-        for _ in range(len(text) - len(name)):
-            node = ast.Transpose(span, node)
+        name = c[0].rstrip("'")
+        node: ast.Expr = ast.Name(ast.Span(c[0].line, c[0].column, c[0].line, c[0].column + len(name)), name)
+        for _ in range(len(c[0]) - len(name)):
+            node = ast.Transpose(_span_of_token(c[0]), node)
         return node
 
-    def beta(self, meta, c):
-        return ast.Beta(_span(meta))
-
-    add = _binop("+")
-    sub = _binop("-")
-    mul = _binop("*")
-    div = _binop("/")
-    matmul = _binop("@")
-    dot = _binop(".")
-
-    def pow(self, meta, c):
-        return ast.BinOp(_span(meta), "^", c[0], c[2])
-
-    def neg(self, meta, c):
-        return ast.Neg(_span(meta), c[0])
-
-    def transpose(self, meta, c):
-        return ast.Transpose(_span(meta), c[0])
-
-    def kwarg(self, meta, c):
-        return ast.Keyword(str(c[0]), c[1], _span(meta))
-
     def call(self, meta, c):
-        func = c[0]
-        text = str(func)
-        name = text.rstrip("'")
-        args = [a for a in c[1:] if a is not None]
+        name, args = str(c[0]).rstrip("'"), [a for a in c[1:] if a is not None]
         positional = tuple(a for a in args if not isinstance(a, ast.Keyword))
         keywords = tuple(a for a in args if isinstance(a, ast.Keyword))
-        return ast.Call(_span(meta), name, len(text) - len(name), positional, keywords, _span_of_token(func))
+        return ast.Call(_span(meta), name, len(c[0]) - len(name), positional, keywords, _span_of_token(c[0]))
 
 
-def _flatten(statements) -> tuple[ast.Statement, ...]:
-    flat: list[ast.Statement] = []
-    for s in statements:
-        flat.extend(s if isinstance(s, list) else [s])
-    return tuple(flat)
-
-
-def _describe_expected(expected: set[str]) -> str:
-    if {"NAME", "NUMBER"} <= expected <= _EXPRESSION_START:
-        return "; expected an expression"
-    names = []
-    for terminal in sorted(expected):
-        if terminal in _READABLE:
-            names.append(_READABLE[terminal])
-            continue
-        try:
-            pattern = _lark().get_terminal(terminal).pattern
-        except KeyError:
-            continue
-        if isinstance(pattern, lark.lexer.PatternStr):
-            names.append(f"'{pattern.value}'" if pattern.value != "'" else '"\'"')
-    names = sorted(set(names))
-    if not names:
-        return ""
-    if len(names) > 6:
-        return f"; expected one of {', '.join(names[:6])}, …"
-    return f"; expected {' or '.join(names)}" if len(names) <= 2 else f"; expected one of {', '.join(names)}"
-
-
-def _describe_token(token: Token) -> str:
-    if token.type == "$END":
-        return "end of file"
-    return f"'{token}'"
-
-
-_ROUGH_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*'*|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|\S")
-
-
-def _tokens_before(source: str, end: int) -> list[tuple[str, int]]:
-    """(text, offset) of the tokens before `end`, comments skipped: a rough lexer, for messages."""
-    text = re.sub(r"#[^\n]*", lambda m: " " * len(m.group()), source[:end])
-    return [(m.group(), m.start()) for m in _ROUGH_TOKEN.finditer(text)]
-
-
-def _open_brackets(tokens: list[tuple[str, int]]) -> list[tuple[str, int]] | None:
-    """The brackets still open after `tokens`; None if a closer had no opener."""
-    stack: list[tuple[str, int]] = []
-    for text, offset in tokens:
-        if text in "([":
-            stack.append((text, offset))
-        elif text in ")]":
-            if not stack or stack[-1][0] + text not in ("()", "[]"):
-                return None
-            stack.pop()
-    return stack
-
-
-def _ends_operand(text: str) -> bool:
-    return text in (")", "'") or text[:1].isdigit() or (text[:1].isalpha() or text[:1] == "_") and text not in _KEYWORDS
-
-
-def _in_expression(tokens: list[tuple[str, int]]) -> bool:
-    """Whether the last of `tokens` stands in an expression, after a statement's '=' or '<-'."""
-    for text, _ in reversed(tokens):
-        if text in ("=", "<"):  # the rough lexer splits '<-'
-            return True
-        if text in _STATEMENTS:
-            return False
-    return False
-
-
-def _position(source: str, offset: int, length: int = 1) -> ast.Span:
-    line = source.count("\n", 0, offset) + 1
-    column = offset - (source.rfind("\n", 0, offset) + 1) + 1
-    return ast.Span(line, column, line, column + length)
-
-
-def _stray_name(before: list[tuple[str, int]], source: str) -> EqnSyntaxError | None:
-    """The error for a name the parser read as the state of a map `NAME <- …` (it expected '<-'
-    next): a misspelt keyword (`parm W[3]`), or a name on the line of the statement before it,
-    which hardly starts a map (`0.5 sum(…)`, `W x`). None when neither fits."""
-    if not before:
-        return None
-    previous = before[-1]
-    close = difflib.get_close_matches(previous[0], _KEYWORDS, n=1)
-    if close:
-        return EqnSyntaxError(f"unknown keyword '{previous[0]}'; did you mean '{close[0]}'?",
-                              _position(source, previous[1], len(previous[0])))
-    if len(before) >= 2 and "\n" not in source[before[-2][1]:previous[1]]:
-        if _ends_operand(before[-2][0]) and _in_expression(before[:-1]):
-            return EqnSyntaxError(f"missing operator between '{before[-2][0]}' and '{previous[0]}'",
-                                  _position(source, previous[1], len(previous[0])))
-        return EqnSyntaxError(f"unexpected '{previous[0]}'", _position(source, previous[1], len(previous[0])))
-    return None
-
-
-def _syntax_error(exc: UnexpectedInput, source: str) -> EqnSyntaxError:
-    if isinstance(exc, UnexpectedCharacters):
-        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else ""
-        span = ast.Span(exc.line, exc.column, exc.line, exc.column + 1)
-        return EqnSyntaxError(f"unexpected character {char!r}", span)
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken) and exc.token.type == "$END"):
-        # Lark's end token borrows the position of the last token: point just after it, not after
-        # any trailing comment.
-        token = getattr(exc, "token", None)
-        if token is not None and token.end_line and token.end_column:
-            line, column = token.end_line, token.end_column
-        else:
-            lines = source.splitlines() or [""]
-            line = len(lines)
-            column = len(lines[-1].rstrip()) + 1
-        expected = _describe_expected(set(getattr(exc, "expected", ()) or ()))
-        if expected == "; expected '<-'" and (stray := _stray_name(_tokens_before(source, len(source)), source)):
-            return stray
-        return EqnSyntaxError(f"unexpected end of file{expected}", ast.Span(line, column, line, column + 1))
-    assert isinstance(exc, UnexpectedToken)
-    token = exc.token
-    span = _span_of_token(token)
-    before = _tokens_before(source, token.start_pos) if token.start_pos is not None else []
-    previous = before[-1] if before else ("", 0)
-    if _describe_expected(set(exc.expected)) == "; expected '<-'" and (stray := _stray_name(before, source)):
-        return stray
-    brackets = _open_brackets(before)
-    starts_statement = token.type == "DDT" or (token.type != "NAME" and str(token) in _STATEMENTS)
-    if starts_statement and not brackets and previous[0] in _BINARY_OPERATORS:
-        # `d h/dt = -h + W @ x +` and then the next statement: the operator is what is wrong
-        operator = "<-" if previous[0] == "-" and len(before) >= 2 and before[-2][0] == "<" else previous[0]
-        start = previous[1] - (len(operator) - 1)
-        return EqnSyntaxError(f"'{operator}' has no right operand: the next statement starts on line {token.line}",
-                              _position(source, start, len(operator)))
-    if token.type in ("RPAR", "RSQB") and brackets == []:
-        return EqnSyntaxError(f"unmatched '{token}'", span)
-    if brackets and starts_statement:
-        # a statement keyword cannot stand inside brackets: the innermost one was left open
-        return EqnSyntaxError(f"'{brackets[-1][0]}' was never closed", _position(source, brackets[-1][1]))
-    if brackets and brackets[-1][0] == "(" and token.type in ("NAME", "NUMBER", "PRIMED") \
-            and _ends_operand(previous[0]):
-        opener = brackets[-1][1]
-        in_call = opener > 0 and (source[opener - 1].isalnum() or source[opener - 1] in "_'")
-        what = "',' or operator" if in_call else "operator"
-        return EqnSyntaxError(f"missing {what} between '{previous[0]}' and '{token}'", span)
-    return EqnSyntaxError(f"unexpected {_describe_token(token)}{_describe_expected(set(exc.expected))}", span)
+def _point(line: int, column: int) -> ast.Span:
+    return ast.Span(line, column, line, column + 1)
 
 
 def parse(source: str | bytes, filename: str = "<string>") -> ast.Module:
@@ -341,26 +232,27 @@ def parse(source: str | bytes, filename: str = "<string>") -> ast.Module:
         except UnicodeDecodeError as exc:
             line = source[: exc.start].count(b"\n") + 1
             column = len(source[source.rfind(b"\n", 0, exc.start) + 1: exc.start].decode("utf-8")) + 1
-            raise EqnSyntaxError("file is not UTF-8 text", ast.Span(line, column, line, column + 1),
-                                 filename=filename, source="") from None
+            raise EqnSyntaxError("file is not UTF-8 text", _point(line, column), filename=filename, source="") from None
     if "\x00" in source:
         offset = source.index("\x00")
-        line = source.count("\n", 0, offset) + 1
-        column = offset - (source.rfind("\n", 0, offset) + 1) + 1
-        raise EqnSyntaxError("file contains a NUL byte; is it a binary file?",
-                             ast.Span(line, column, line, column + 1), filename=filename, source=source)
+        line, column = source.count("\n", 0, offset) + 1, offset - (source.rfind("\n", 0, offset) + 1) + 1
+        raise EqnSyntaxError("file contains a NUL byte; is it a binary file?", _point(line, column),
+                             filename=filename, source=source)
     try:
-        tree = _lark().parse(source)
-        statements = _ToAst().transform(tree)
-    except UnexpectedInput as exc:
-        raise _syntax_error(exc, source).located(filename, source) from None
+        statements = _ToAst().transform(_parse_tree(source))
+    except UnexpectedCharacters as exc:
+        error = EqnSyntaxError(f"unexpected character {source[exc.pos_in_stream]!r}", _point(exc.line, exc.column))
+        raise error.located(filename, source) from None
+    except EqnSyntaxError as exc:
+        raise exc.located(filename, source) from None
     except VisitError as exc:
         if isinstance(exc.orig_exc, EqnError):
             raise exc.orig_exc.located(filename, source) from None
         raise
-    return ast.Module(_flatten(statements), filename, source)
+    return ast.Module(statements, filename, source)
 
 
 def parse_file(path: str | Path) -> ast.Module:
+    """Parse the `.eqn` file at `path` (read as bytes, so a file that is not UTF-8 is reported)."""
     path = Path(path)
     return parse(path.read_bytes(), str(path))

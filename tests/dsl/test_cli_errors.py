@@ -52,7 +52,7 @@ def test_empty_file(tmp_path, capsys):
     assert code == 1
     assert out == ""
     messages = located(path).findall(err)
-    assert [(int(l), int(c)) for l, c, _ in messages] == [(1, 1), (1, 1)]
+    assert [(int(line), int(column)) for line, column, _ in messages] == [(1, 1), (1, 1)]
     assert messages[0][2].startswith("no dynamics") and messages[1][2].startswith("no cost")
 
 
