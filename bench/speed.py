@@ -157,7 +157,9 @@ def warm_up(model, xs, ys, steps: int):
     """Train with hEP N = 2 for `steps` batches so the dynamics are those of a learning network."""
     optimizer = optax.sgd(0.01, momentum=0.9)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    step = make_step("hep", dict(beta=0.5, n=2, nudged_solver=FixedStep(max_steps=20, tol=1e-5)), optimizer)
+    # the free budget pinned to the 200 steps eqn.compile's default had when these figures began
+    step = make_step("hep", dict(beta=0.5, n=2, free_solver=FixedStep(max_steps=200, tol=1e-5),
+                                 nudged_solver=FixedStep(max_steps=20, tol=1e-5)), optimizer)
     for i in range(steps):
         j = i % (xs.shape[0] // BATCH)
         model, opt_state, _, _ = step(model, opt_state, xs[j * BATCH:(j + 1) * BATCH], ys[j * BATCH:(j + 1) * BATCH],
