@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..dsl.errors import EqnFormError, EqnHolomorphyError, EqnNameError, EqnShapeError
 from . import _algebra as alg
 from ._context import Context, Scope, a, suggest
-from ._ir import Node, Op, ShapeMismatch, broadcast_shapes, fmt_shape, free_vars, is_elementwise, walk, zeros
+from ._ir import Node, ShapeMismatch, broadcast_shapes, elementwise_throughout, fmt_shape, free_vars, zeros
 from ._lower import let, lower, tie
 from ._program import NonHolomorphic
 
@@ -122,8 +122,7 @@ def check_coordinates(ctx: Context, form: str | None) -> dict[str, Node]:
                       f"it reads {read}", decl.value.span)
             continue
         state = states[0]
-        elementwise = all(is_elementwise(n) or (isinstance(n, Op) and n.op == "broadcast") for n in walk(node.args[0]))
-        if node.shape != ctx.states[state] or not elementwise:
+        if node.shape != ctx.states[state] or not elementwise_throughout(node.args[0]):
             ctx.error(EqnFormError, f"coordinate '{name}' must be an elementwise function of '{state}' "
                       f"(like sigma({state})), with the shape of '{state}'", decl.value.span)
             continue

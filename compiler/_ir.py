@@ -231,6 +231,12 @@ def is_elementwise(node: Node) -> bool:
     return not isinstance(node, Op) or node.op in ("call", "named") or OPERATIONS[node.op].elementwise
 
 
+def elementwise_throughout(root: Node) -> bool:
+    """Whether every operation under `root` keeps components apart (broadcasts included), so
+    that `root` is an elementwise function of its leaves."""
+    return all(is_elementwise(node) or (isinstance(node, Op) and node.op == "broadcast") for node in walk(root))
+
+
 def reads_elementwise(root: Node, name: str, absent: set[str]) -> bool:
     """Whether `root` reads none of the leaves in `absent` and reads the leaf `name` only through
     elementwise operations of its shape, so that its Jacobian in `name` is diagonal."""

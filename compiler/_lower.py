@@ -16,7 +16,9 @@ from . import _functions
 from ._constants import const, const_expr, int_const
 from ._context import Context, Scope, a, fmt, suggest
 from ._derive import BETA, gradient, vjp
-from ._ir import OPERATIONS, Const, Node, Op, ShapeMismatch, Var, fmt_shape, op, substitute, walk, zeros
+from ._ir import (
+    OPERATIONS, Const, Node, Op, ShapeMismatch, Var, elementwise_throughout, fmt_shape, op, substitute, zeros,
+)
 from ._ir import const as constant
 from ._library import library, library_names
 from ._program import NonHolomorphic
@@ -326,7 +328,7 @@ def check_function(ctx: Context, fn: ast.FnDecl) -> bool:
     if progress.get(("fn", fn.name)) == "failed" or any(not isinstance(e, EqnShapeError) for e in probe_errors):
         progress[("fn", fn.name)] = "failed"
         return False
-    if len(fn.params) == 1 and probe is not None and probe.shape == (3,) and _all_elementwise(probe):
+    if len(fn.params) == 1 and probe is not None and probe.shape == (3,) and elementwise_throughout(probe):
         body = lower(ctx, fn.body, Scope("fn", {p: Var((), fn.name_span, name=p, kind="local") for p in fn.params}))
         if body is None:
             progress[("fn", fn.name)] = "failed"
@@ -334,11 +336,6 @@ def check_function(ctx: Context, fn: ast.FnDecl) -> bool:
         ctx.lowered.function_bodies[fn.name] = body
     progress[("fn", fn.name)] = "done"
     return True
-
-
-def _all_elementwise(body: Node) -> bool:
-    return all(not isinstance(node, Op) or node.op in ("call", "broadcast") or OPERATIONS[node.op].elementwise
-               for node in walk(body))
 
 
 def elementwise_derivative(name: str, arg: Node, primes: int, span) -> Node:

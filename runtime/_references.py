@@ -13,7 +13,6 @@ from ._estimator import (
     Estimator, _batch, _from_response, _nudged_solver, _tree_add, _tree_scale, cost_param_grad, cost_state_grad,
     energy_param_grad, field_param_vjp,
 )
-from ._fixed_step import FixedStep
 from ._solver import FixedPointSolver, Solution, residual_norm, unrolled
 
 
@@ -62,7 +61,7 @@ class RecurrentBackprop(Estimator):
         if opts.adjoint == "solve":
             lam = self.adjoint(model, x, y, free, opts.free_solver)
         elif opts.adjoint == "dynamics":
-            solver = opts.nudged_solver or FixedStep(max_steps=opts.nudged_steps, tol=0.0)
+            solver = opts.nudged_solver or model.nudged_solver  # the nudged phases' solver and budget
             lam, stats = self.adjoint_dynamics(model, x, y, free, solver)
             info = {"nudged_residual": stats.residual, "nudged_steps": stats.steps, "nudged_evaluations": stats.steps}
         else:
