@@ -23,6 +23,8 @@ def collect(ctx: Context) -> None:
     """Sort the statements by kind and declare each name once."""
     d = ctx.decls
     library = library_names()
+    by_kind = {ast.PairDecl: d.pairs, ast.EnergyDecl: d.energies, ast.CostDecl: d.costs,
+               ast.PredictDecl: d.predicts, ast.FlowEq: d.flows, ast.MapEq: d.maps}
     for s in ctx.module.statements:
         if isinstance(s, ast.ModelDecl):
             if d.model is not None:
@@ -58,8 +60,6 @@ def collect(ctx: Context) -> None:
             else:
                 d.ties[s.name] = s
         else:
-            by_kind = {ast.PairDecl: d.pairs, ast.EnergyDecl: d.energies, ast.CostDecl: d.costs,
-                       ast.PredictDecl: d.predicts, ast.FlowEq: d.flows, ast.MapEq: d.maps}
             by_kind[type(s)].append(s)
 
 

@@ -296,6 +296,8 @@ class StructuralKeys:
         self._keys: dict[int, int] = {}
 
     def __call__(self, root: Node) -> int:
+        if root.uid in self._keys:  # a sub-expression met before: no second walk of it
+            return self._keys[root.uid]
         for node in walk(root):
             if node.uid not in self._keys:
                 self._keys[node.uid] = self._table.setdefault(self._describe(node), len(self._table))
