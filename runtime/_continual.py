@@ -18,7 +18,15 @@ class Online(Estimator):
     """No free phase: the teaching signal β(t) = |β|e^{2iπk/N} steps round the circle, every
     `steps_per_point` steps, for `periods` periods, while the network runs and the estimate
     accumulates (holomorphic-ep Eq. 10; homeostasis Eq. 8-9: d_βu* from the running Fourier
-    coefficient of u, ∂F/∂θ at the running mean of u). Converges to hEP as periods grow."""
+    coefficient of u, ∂F/∂θ at the running mean of u).
+
+    Two limits bound how close it comes to hEP with the same N and |β|: the network starts at the
+    zero state, not at the free fixed point, so the first period's transient biases the average
+    by an amount that falls like 1/periods; and at each point the state relaxes for only
+    `steps_per_point` steps towards u*_{β_k}, so it lags the teaching signal by an amount that does
+    not fall with more periods. The error therefore falls like 1/periods down to a floor set by
+    `steps_per_point` (in the paper's setting, 2–52 % from hEP; tests/runtime/test_trust.py
+    measures both)."""
 
     name = "online"
     needs_free_phase = False
@@ -92,7 +100,8 @@ class ContinualEP(Continual):
 
     def update(self, model, u, u_next, x, y, opts):
         if model.program.form != "energy":
-            raise ValueError("cep needs an energy model; use 'cvf' for flows and maps")
+            raise ValueError(f"cep needs an energy model (continual-ep Eq. 6 differentiates its primitive "
+                             f"function); '{model.program.name}' is a {model.program.form}: use 'cvf' (Eq. 12)")
         after = energy_param_grad(model, u_next, x, y, 0.0, 1.0)
         before = energy_param_grad(model, u, x, y, 0.0, 1.0)
         return _tree_scale(jax.tree_util.tree_map(lambda a, b: a - b, after, before), -1.0 / opts.beta)

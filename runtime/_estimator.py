@@ -15,6 +15,7 @@ references: `rbp` (implicit differentiation at the free fixed point, homeostasis
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -35,7 +36,9 @@ class Options:
     random_sign: flip the sign of β at random for each batch (continual-ep §5).
     noise: std of Gaussian neuron noise added at every step of every phase.
     homeostasis: λ of the homeostatic loss λ·E_ε[‖Jε‖² − εᵀJ²ε] (homeostasis Eq. 12), whose
-      gradient is added; homeostasis_samples: Gaussian probes per sample.
+      gradient is added; homeostasis_samples: Gaussian probes per sample. homeostasis_per_neuron:
+      divide that loss by the number of neurons n (the state's size), as the authors' code does:
+      their λ' is λ = λ'/n here without it (λ' = 1 there is λ = 1/522 on the 256-256-10 MLP).
     path: "energy" or "field" (default: energy for energy models, field otherwise).
     free_solver / nudged_solver: how the phases find fixed points.
     eta: per-step learning rate of the continual estimators (cep, cvf); a tiny eta is the
@@ -48,6 +51,8 @@ class Options:
       "dynamics" (the adjoint dynamics dλ/dt = Jᵀλ − ∂C/∂u run by the nudged phases' solver and
       budget: recurrent backprop as Almeida and Pineda ran it, and as the homeostasis paper's
       RBP baseline does with T_nudge steps).
+    branch_tol: the predicted relative bias of hEP (and symmetric) above which a sample's N
+      nudged points are flagged as not on one holomorphic branch (`branch_statistics`).
     """
 
     beta: float = 0.5
@@ -56,6 +61,7 @@ class Options:
     noise: float = 0.0
     homeostasis: float = 0.0
     homeostasis_samples: int = 1
+    homeostasis_per_neuron: bool = False
     path: str | None = None
     free_solver: FixedPointSolver | None = None
     nudged_solver: FixedPointSolver | None = None
@@ -66,6 +72,7 @@ class Options:
     bptt_steps: int | None = None
     free_dtype: str | None = None
     adjoint: str = "solve"
+    branch_tol: float = 0.02
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -81,6 +88,10 @@ def _tree_scale(a: Tree, s) -> Tree:
 
 def _zeros_like(model) -> Tree:
     return jax.tree_util.tree_map(jnp.zeros_like, model)
+
+
+def _state_size(model) -> int:
+    return sum(math.prod(shape) for shape in model.program.states.values())
 
 
 def _batch(x) -> int:
@@ -169,6 +180,7 @@ class Estimator(abc.ABC):
             free, stats = _free_phase(model, x, free_solver, key_free, opts.free_dtype)
             free = jax.lax.stop_gradient(free)
             info["free_residual"], info["free_steps"] = stats.residual, stats.steps
+            info["free_settled"] = stats.settled
         else:
             free = None
         grads, more, reference_state = self._estimate(model, x, y, free, key_est, opts)
@@ -180,7 +192,8 @@ class Estimator(abc.ABC):
         if opts.homeostasis:
             value, homeo = jax.value_and_grad(
                 lambda m: jnp.mean(m.homeostatic_loss(state, x, key_homeo, opts.homeostasis_samples)))(model)
-            grads = _tree_add(grads, _tree_scale(homeo, opts.homeostasis))
+            scale = opts.homeostasis / (_state_size(model) if opts.homeostasis_per_neuron else 1)
+            grads = _tree_add(grads, _tree_scale(homeo, scale))
             info["homeostatic_loss"] = value
         info["finite"] = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(grads)]))
         return grads, info

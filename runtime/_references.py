@@ -63,7 +63,8 @@ class RecurrentBackprop(Estimator):
         elif opts.adjoint == "dynamics":
             solver = opts.nudged_solver or model.nudged_solver  # the nudged phases' solver and budget
             lam, stats = self.adjoint_dynamics(model, x, y, free, solver)
-            info = {"nudged_residual": stats.residual, "nudged_steps": stats.steps, "nudged_evaluations": stats.steps}
+            info = {"nudged_residual": stats.residual, "nudged_steps": stats.steps, "nudged_evaluations": stats.steps,
+                    "nudged_settled": stats.settled}
         else:
             raise ValueError(f"adjoint must be 'solve' or 'dynamics', got {opts.adjoint!r}")
         grads = _tree_add(_tree_scale(field_param_vjp(model, free, x, lam, ep=False), -1.0),
