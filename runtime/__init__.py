@@ -19,8 +19,11 @@ _PUBLIC = {
     "diagnose": "_diagnostics", "stability_map": "_diagnostics", "plot_stability_map": "_diagnostics",
     "pair_angles": "_init", "rotate_pairs": "_init", "sign_flip_pairs": "_init",
     "plot_metrics": "_plot",
-    "DivergenceError": "_train", "TrainConfig": "_train", "evaluate": "_train", "load_checkpoint": "_train",
-    "save_checkpoint": "_train", "train": "_train",
+    "DivergenceError": "_train", "UnsettledError": "_train", "TrainConfig": "_train", "evaluate": "_train",
+    "train": "_train",
+    "DataError": "_health", "TrainingWarning": "_health", "check_data": "_health",
+    "RunFolder": "_run_folder", "RunFolderError": "_run_folder", "load_checkpoint": "_run_folder",
+    "save_checkpoint": "_run_folder",
 }
 __all__ = sorted(_PUBLIC)
 
@@ -38,4 +41,6 @@ if TYPE_CHECKING:
     from ._plot import plot_metrics  # noqa: F401
     from ._solver import RESULTS, BlockField, FixedPointSolver, Solution, fixed_point, residual_norm, swept_field, unrolled  # noqa: F401,E501
     from ._solvers import SOLVERS, default_solvers, make_solver  # noqa: F401
-    from ._train import DivergenceError, TrainConfig, evaluate, load_checkpoint, save_checkpoint, train  # noqa: F401
+    from ._health import DataError, TrainingWarning, check_data  # noqa: F401
+    from ._run_folder import RunFolder, RunFolderError, load_checkpoint, save_checkpoint  # noqa: F401
+    from ._train import DivergenceError, TrainConfig, UnsettledError, evaluate, train  # noqa: F401

@@ -13,7 +13,6 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable
 
 import equinox as eqx
@@ -23,6 +22,10 @@ import numpy as np
 import optax
 
 from ._estimators import Options, estimate, get_estimator
+from ._health import UNSETTLED_POLICIES, EpochLog, check_batch, check_data, epoch_warnings, warn
+from ._run_folder import (
+    RunFolder, RunFolderError, identity_difference, model_identity, read_header, save_checkpoint,
+)
 
 
 class DivergenceError(RuntimeError):
@@ -48,6 +51,10 @@ class TrainConfig:
     symmetry_samples: int = 50
     devices: int = 1
     checkpoint_every: int | None = None  # also checkpoint every this many steps inside an epoch
+    # a step is unsettled when fewer than `min_settled` of its samples settled in a phase; it is
+    # then applied with a warning ("warn"), not applied ("skip"), or ends the run ("stop")
+    min_settled: float = 0.95
+    unsettled: str = "warn"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,28 +98,6 @@ def make_optimizer(model, config: TrainConfig, steps_per_epoch: int) -> optax.Gr
     return clipped(optax.multi_transform(groups, labels))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, model, opt_state, meta: dict) -> None:
-    """Write (meta, model, optimiser state) to `path` atomically: a temporary file, then rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write((json.dumps(meta) + "\n").encode())
-        eqx.tree_serialise_leaves(f, (model, opt_state))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, model, opt_state):
-    with open(path, "rb") as f:
-        meta = json.loads(f.readline())
-        model, opt_state = eqx.tree_deserialise_leaves(f, (model, opt_state))
-    return model, opt_state, meta
-
-
 # ----------------------------------------------------------------------------- devices
 
 
@@ -150,8 +135,10 @@ class Placement:
 
 def make_step(model, config: TrainConfig, optimizer, placement: Placement | None = None):
     """One jitted training step. The update is applied only when the gradient is finite and
-    every phase ended below `max_residual`: parameters are never updated with NaN, so their
-    buffers can be donated to the next step."""
+    every phase ended below `max_residual` (`info["healthy"]`), and with the policy
+    `unsettled="skip"` only when at least `min_settled` of the batch's samples settled in every
+    phase (`info["settled"]`): parameters are never updated with NaN, so their buffers can be
+    donated to the next step."""
     estimator = config.estimator
     options = dict(config.options)
     get_estimator(estimator)
@@ -165,8 +152,11 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
         updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         new_model = eqx.apply_updates(model, updates)
         residuals = [info[k] for k in ("free_residual", "nudged_residual") if k in info]
-        ok = info["finite"] & jnp.all(jnp.array([jnp.isfinite(r) & (r <= limit) for r in residuals] or [True]))
-        info["updated"] = ok
+        healthy = info["finite"] & jnp.all(jnp.array([jnp.isfinite(r) & (r <= limit) for r in residuals] or [True]))
+        fractions = [info[k] for k in ("free_settled", "nudged_settled") if k in info]
+        settled = jnp.all(jnp.array([f >= config.min_settled for f in fractions] or [True]))
+        ok = healthy & settled if config.unsettled in ("skip", "stop") else healthy
+        info.update(healthy=healthy, settled=settled, updated=ok)
         keep = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
             lambda a, b: jnp.where(ok, a, b) if eqx.is_array(a) else a, new, old)
         new_model = placement.replicate(keep(new_model, model))
@@ -176,7 +166,7 @@ def make_step(model, config: TrainConfig, optimizer, placement: Placement | None
 
 
 def make_evaluator(model, config: TrainConfig):
-    """(model, x, y) → (wrong answers, summed loss, largest free residual) for a batch."""
+    """(model, x, y) → (wrong answers, summed loss, largest free residual, settled samples) for a batch."""
     solver = (config.options.get("free_solver") or model.free_solver).without_noise()
     return functools.partial(_evaluate_batch, solver=solver)
 
@@ -185,23 +175,34 @@ def make_evaluator(model, config: TrainConfig):
 def _evaluate_batch(model, x, y, solver):
     state, stats = model.free(x, solver=solver, with_stats=True)
     wrong = jnp.sum(jnp.argmax(model.prediction(state, x), -1) != jnp.argmax(y, -1))
-    return wrong, jnp.sum(model.cost(state, y, x)), stats.residual
+    return wrong, jnp.sum(model.cost(state, y, x)), stats.residual, jnp.sum(stats.converged)
 
 
 def evaluate(model, dataset, config: TrainConfig, evaluator=None, placement: Placement | None = None) -> dict:
-    """Classification error (a fraction) and mean loss at the free fixed point over a dataset."""
+    """Classification error (a fraction), mean loss, largest free residual and the fraction of
+    samples whose free phase settled, at the free fixed point over a dataset.
+
+    Args:
+        model: a compiled model.
+        dataset: an `ArrayDataset` (checked for non-finite inputs first).
+        config: the training configuration (evaluation batch size, solver options).
+        evaluator, placement: a compiled evaluator and device placement to reuse.
+    """
+    check_data(dataset, "evaluation")
     evaluator = evaluator or make_evaluator(model, config)
     placement = placement or Placement(1)
-    wrong = total = 0
+    wrong = total = settled = 0
     loss = 0.0
     residual = 0.0
     for x, y in dataset.batches(config.eval_batch_size, seed=0, epoch=0, shuffle=False, drop_remainder=False):
-        w, batch_loss, r = evaluator(model, placement.batch(x), placement.batch(y))
+        w, batch_loss, r, s = evaluator(model, placement.batch(x), placement.batch(y))
         wrong += int(w)
+        settled += int(s)
         loss += float(batch_loss)
         total += x.shape[0]
         residual = max(residual, float(r))
-    return {"error": wrong / max(total, 1), "loss": loss / max(total, 1), "residual": residual}
+    total = max(total, 1)
+    return {"error": wrong / total, "loss": loss / total, "residual": residual, "free_settled": settled / total}
 
 
 def symmetry_at_free_point(model, x, config: TrainConfig) -> float | None:
@@ -248,23 +249,31 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
         model: a compiled model; its phases use its own solvers unless the options name others.
         data: the training set (an `ArrayDataset`).
         val: a validation set, evaluated after each epoch.
-        out: the run folder: each epoch appends to out/metrics.jsonl and rewrites
-            out/checkpoint.eqx atomically.
-        resume: continue from out/checkpoint.eqx exactly, as if never stopped.
+        out: the run folder (`RunFolder`), locked while the run writes to it: each epoch's record
+            goes into out/checkpoint.eqx, rewritten atomically, and then into out/metrics.jsonl.
+        resume: continue from out/checkpoint.eqx exactly, as if never stopped; a checkpoint of
+            another model, other consts or another estimator is refused.
         progress: show a progress bar and a line per epoch.
         max_steps: stop after that many training steps in all (tests and smoke runs).
         config: a `TrainConfig`; its fields may also be given as keywords.
-        **overrides: `TrainConfig` fields (lr, epochs, checkpoint_every, …) and estimator options
-            (beta, n, homeostasis, …, see `Options`). With `checkpoint_every=K` the checkpoint is
-            also written every K steps inside an epoch, with the epoch's running statistics, so
-            that a long epoch loses at most K steps; resuming from it skips the batches taken.
+        **overrides: `TrainConfig` fields (lr, epochs, checkpoint_every, unsettled, …) and
+            estimator options (beta, n, homeostasis, …, see `Options`). With `checkpoint_every=K`
+            the checkpoint is also written every K steps inside an epoch, with the epoch's running
+            statistics, so that a long epoch loses at most K steps; resuming from it skips the
+            batches taken.
 
     Returns:
-        (model, history): the trained model and one record per epoch (as in metrics.jsonl).
+        (model, history): the trained model and one record per epoch (as in metrics.jsonl),
+        with the fractions of samples whose phases settled, hEP's branch check, and the epoch's
+        warnings (also issued as `TrainingWarning`s).
 
     Raises:
+        DataError: a training or validation sample is not finite (before any phase runs).
         DivergenceError: a phase diverged or the gradient was not finite; the parameters were
             not updated, and with `out` the last finite ones are in out/last_finite.eqx.
+        UnsettledError: with `unsettled="stop"`, a step whose phases did not settle.
+        RunFolderError: `out` is in use by another run, unwritable, or its checkpoint is damaged
+            or belongs to another run.
     """
     config = replace(config or TrainConfig(), **{k: v for k, v in overrides.items()
                                                   if k in TrainConfig.__dataclass_fields__})
@@ -274,38 +283,64 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     if unknown:
         raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
     config.options = {**config.options, **extra}
+    _check_config(config)
+    check_data(data, "training")
+    if val is not None:
+        check_data(val, "validation")
+    if out is None:
+        return _train(model, data, val, None, resume, progress, max_steps, config)
+    with RunFolder(out) as folder:
+        return _train(model, data, val, folder, resume, progress, max_steps, config)
 
+
+class UnsettledError(RuntimeError):
+    """With `unsettled="stop"`: a step's phases did not settle; the parameters were not updated."""
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.unsettled not in UNSETTLED_POLICIES:
+        raise ValueError(f"unsettled must be one of {', '.join(UNSETTLED_POLICIES)}, got {config.unsettled!r}")
+    if not 0.0 <= config.min_settled <= 1.0:
+        raise ValueError(f"min_settled is a fraction of the batch, in [0, 1]; got {config.min_settled}")
+    if config.checkpoint_every is not None and config.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be a positive number of steps, got {config.checkpoint_every}")
+    if config.batch_size % config.devices:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by {config.devices} devices")
+
+
+def _phase_tolerances(model, config: TrainConfig) -> dict[str, float]:
+    free = config.options.get("free_solver") or model.free_solver
+    nudged = config.options.get("nudged_solver") or config.options.get("free_solver") or model.nudged_solver
+    return {"free": free.tol, "nudged": nudged.tol}
+
+
+def _train(model, data, val, folder: RunFolder | None, resume: bool, progress: bool, max_steps: int | None,
+           config: TrainConfig):
     steps_per_epoch = data.num_batches(config.batch_size)
     if steps_per_epoch == 0:
         raise ValueError(f"the dataset has {len(data)} examples, fewer than one batch of {config.batch_size}")
     optimizer = make_optimizer(model, config, steps_per_epoch)
     opt_state = optimizer.init(eqx.filter(model, eqx.is_array))
-    out = Path(out) if out is not None else None
+    identity = {**model_identity(model), "estimator": config.estimator}
+    header = {"config": _jsonable(config), "identity": identity}
     start_epoch = resumed_steps = 0
-    resumed_partial: dict | None = None
+    partial: dict | None = None
     history: list[dict] = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        checkpoint = out / "checkpoint.eqx"
-        metrics_path = out / "metrics.jsonl"
-        if resume and checkpoint.exists():
-            model, opt_state, meta = load_checkpoint(checkpoint, model, opt_state)
+    if folder is not None:
+        if resume and folder.checkpoint.exists():
+            saved = read_header(folder.checkpoint).get("identity")
+            difference = identity_difference(saved, identity) if saved is not None else None
+            if difference:
+                raise RunFolderError(f"{folder.checkpoint}: cannot resume: {difference}")
+            model, opt_state, meta = folder.load(model, opt_state)
             start_epoch = int(meta["epochs_done"])
-            resumed_steps, resumed_partial = int(meta.get("steps_done", 0)), meta.get("partial")
-            if metrics_path.exists():
-                lines = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-                history = [h for h in lines if h["epoch"] <= start_epoch]
-                metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        elif metrics_path.exists() and not resume:
-            metrics_path.unlink()
-        if not checkpoint.exists():
-            save_checkpoint(checkpoint, model, opt_state, {"epochs_done": 0, "config": _jsonable(config)})
+            resumed_steps, partial = int(meta.get("steps_done", 0)), meta.get("partial")
+            history = meta.get("history", _older_history(folder, start_epoch))
+            folder.write_metrics(history)
+        else:
+            folder.save(model, opt_state, {"epochs_done": 0, **header, "history": []})
 
     placement = Placement(config.devices)
-    if config.checkpoint_every is not None and config.checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive number of steps, got {config.checkpoint_every}")
-    if config.batch_size % config.devices:
-        raise ValueError(f"batch size {config.batch_size} is not divisible by {config.devices} devices")
     # the step donates its arguments' buffers: train on a copy, never on the caller's arrays
     model = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, model)
     model, opt_state = placement.replicate(model), placement.replicate(opt_state)
@@ -313,13 +348,13 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
     evaluator = make_evaluator(model, config)
     base_key = jax.random.PRNGKey(config.seed)
     flatten = all(len(s) == 1 for s in model.program.inputs.values())
+    tolerances = _phase_tolerances(model, config)
+    in_memory = hasattr(data, "images")  # checked as a whole before training (`check_data`)
     global_step = start_epoch * steps_per_epoch + resumed_steps
     for epoch in range(start_epoch + 1, config.epochs + 1):
         skip = resumed_steps if epoch == start_epoch + 1 else 0
-        running = {k: list(v) for k, v in resumed_partial.items() if k != "seconds"} if skip else \
-            {k: [] for k in _RUNNING}
-        losses, errors, free_res, nudged_res, homeo, evaluations, norms = (running[k] for k in _RUNNING)
-        started = time.time() - (resumed_partial["seconds"] if skip else 0.0)
+        log = EpochLog(partial["steps"] if skip and partial else None)
+        started = time.time() - (partial["seconds"] if skip and partial else 0.0)
         batches: Iterable = data.batches(config.batch_size, seed=config.seed, epoch=epoch)
         if skip:  # the batches this epoch took before its checkpoint
             batches = itertools.islice(batches, skip, None)
@@ -327,77 +362,91 @@ def train(model, data, *, val=None, out: str | os.PathLike | None = None, resume
             from tqdm.auto import tqdm
             batches = tqdm(batches, total=steps_per_epoch, initial=skip, desc=f"epoch {epoch}/{config.epochs}",
                            leave=True)
-        for x_host, y_host in batches:
+        for batch_index, (x_host, y_host) in enumerate(batches, start=skip):
             if not flatten and x_host.ndim == 2:
                 raise ValueError("the model expects image-shaped inputs")
+            if not in_memory:
+                check_batch(x_host, "training", epoch, batch_index)
             key = jax.random.fold_in(base_key, global_step)
             # every argument is donated: the step returns the parameters to keep
             model, opt_state, info = step_fn(model, opt_state, placement.batch(x_host), placement.batch(y_host), key)
             info = {k: float(v) for k, v in info.items()}
-            residuals = [info.get("free_residual", 0.0), info.get("nudged_residual", 0.0)]
-            if not info["updated"]:  # the step kept the previous parameters
+            if not info["healthy"]:  # the step kept the previous parameters
                 message = _diagnose_failure(model, jnp.asarray(x_host), jnp.asarray(y_host), config, info, global_step)
-                if out is not None:
-                    save_checkpoint(out / "last_finite.eqx", model, opt_state,
+                if folder is not None:
+                    save_checkpoint(folder.last_finite, model, opt_state,
                                     {"epochs_done": epoch - 1, "step": global_step, "error": message})
                 raise DivergenceError(message)
+            if not info["settled"] and config.unsettled == "stop":
+                raise UnsettledError(f"training step {global_step}: {_settled_text(info, tolerances)} settled, "
+                                     f"fewer than min_settled {config.min_settled:g} (unsettled='stop'); "
+                                     "parameters were not updated")
             global_step += 1
-            losses.append(info["loss"])
-            errors.append(info["error"])
-            free_res.append(info.get("free_residual", float("nan")))
-            nudged_res.append(info.get("nudged_residual", float("nan")))
-            evaluations.append(info["field_evaluations"])
-            norms.append(info["gradient_norm"])
-            if "homeostatic_loss" in info:
-                homeo.append(info["homeostatic_loss"])
+            log.add(info, settled=bool(info["settled"]), updated=bool(info["updated"]))
             if progress:
-                batches.set_postfix(loss=f"{info['loss']:.3f}", err=f"{info['error']:.2f}",
-                                    res=f"{max(residuals):.1e}")
+                batches.set_postfix_str(_postfix(info), refresh=False)
             in_epoch = global_step - (epoch - 1) * steps_per_epoch
-            if out is not None and config.checkpoint_every and in_epoch % config.checkpoint_every == 0 \
+            if folder is not None and config.checkpoint_every and in_epoch % config.checkpoint_every == 0 \
                     and in_epoch < steps_per_epoch:
-                save_checkpoint(out / "checkpoint.eqx", model, opt_state,
-                                {"epochs_done": epoch - 1, "steps_done": in_epoch, "config": _jsonable(config),
-                                 "partial": {**running, "seconds": time.time() - started}})
+                folder.save(model, opt_state, {"epochs_done": epoch - 1, "steps_done": in_epoch, **header,
+                                               "history": history,
+                                               "partial": {"steps": log.steps, "seconds": time.time() - started}})
             if max_steps is not None and global_step >= max_steps:
                 break
         if max_steps is not None and global_step >= max_steps and global_step < epoch * steps_per_epoch:
             break  # stopped inside the epoch: nothing of it is recorded (its checkpoints stay, to resume from)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_error": float(np.mean(errors)),
-                  "free_residual": _max_or_none(free_res), "nudged_residual": _max_or_none(nudged_res),
-                  "field_evaluations": float(np.mean(evaluations)),
-                  "gradient_norm_median": float(np.median(norms)), "gradient_norm_max": float(np.max(norms))}
-        if config.clip_norm:
-            record["clipped_fraction"] = float(np.mean(np.asarray(norms) > config.clip_norm))
-        if homeo:
-            record["homeostatic_loss"] = float(np.mean(homeo))
+        record = log.record(epoch, config.clip_norm)
+        record["train_seconds"] = time.time() - started
         if val is not None:
             result = evaluate(model, val, config, evaluator, placement)
             record["val_error"], record["val_loss"] = result["error"], result["loss"]
+            record["val_free_settled"] = result["free_settled"]
         probe = next(iter(data.batches(min(config.symmetry_samples, len(data)), seed=0, epoch=0, shuffle=False)))[0]
         record["symmetry"] = symmetry_at_free_point(model, jnp.asarray(probe), config)
         record["seconds"] = time.time() - started
+        lines = epoch_warnings(record, min_settled=config.min_settled, unsettled=config.unsettled, tol=tolerances,
+                               branch_tol=config.options.get("branch_tol", Options.branch_tol),
+                               num_classes=getattr(data, "num_classes", None),
+                               previous=history[-1] if history else None)
+        record["warnings"] = lines
         history.append(record)
-        if out is not None:
-            save_checkpoint(out / "checkpoint.eqx", model, opt_state,
-                            {"epochs_done": epoch, "config": _jsonable(config)})
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if folder is not None:
+            folder.save(model, opt_state, {"epochs_done": epoch, **header, "history": history})
         if progress:
-            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
+            summary = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                if isinstance(v, float) and k in _EPOCH_LINE)
             print(f"epoch {epoch}: {summary}", flush=True)
+        warn(lines)
         if max_steps is not None and global_step >= max_steps:
             break
     return model, history
 
 
-# an epoch's running statistics, one entry per step, in the order train() unpacks them
-_RUNNING = ("losses", "errors", "free_residuals", "nudged_residuals", "homeostatic_losses", "evaluations", "norms")
+# what the line printed after each epoch shows (metrics.jsonl has everything)
+_EPOCH_LINE = ("train_loss", "train_error", "val_error", "val_loss", "free_residual", "nudged_residual",
+               "free_settled", "nudged_settled", "branch_flagged", "symmetry", "seconds")
 
 
-def _max_or_none(values: list[float]) -> float | None:
-    finite = [v for v in values if not np.isnan(v)]
-    return max(finite) if finite else None
+def _postfix(info: dict) -> str:
+    parts = [f"loss={info['loss']:.3f}", f"err={info['error']:.2f}"]
+    for phase in ("free", "nudged"):
+        if f"{phase}_residual" in info:
+            settled = f" {100 * info[f'{phase}_settled']:.0f}%" if f"{phase}_settled" in info else ""
+            parts.append(f"{phase}={info[f'{phase}_residual']:.1e}{settled}")
+    return ", ".join(parts)
+
+
+def _settled_text(info: dict, tolerances: dict) -> str:
+    return " and ".join(f"{100 * info[f'{p}_settled']:.0f} % of the {p} phases (tol {tolerances[p]:g})"
+                        for p in ("free", "nudged") if f"{p}_settled" in info)
+
+
+def _older_history(folder: RunFolder, epochs_done: int) -> list[dict]:
+    """The records of a checkpoint written before records went into checkpoints: metrics.jsonl's."""
+    if not folder.metrics.exists():
+        return []
+    lines = [json.loads(line) for line in folder.metrics.read_text().splitlines() if line.strip()]
+    return [h for h in lines if h["epoch"] <= epochs_done]
 
 
 def _jsonable(config: TrainConfig) -> dict:

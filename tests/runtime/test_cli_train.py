@@ -113,3 +113,30 @@ def test_train_refuses_a_model_without_an_input_by_name(tmp_path):
     assert "eqn: error: a dataset feeds one `input` of the model, but 'no_input' declares 0 (none)" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_in_use_is_refused_and_a_damaged_checkpoint_is_named(tmp_path, shared_cache_env):
+    """A second `eqn train` on the folder of a running one exits at once with one line, the first
+    finishes normally; `--resume` from its checkpoint cut in half exits with one line naming it."""
+    out = tmp_path / "run"
+    first = subprocess.Popen(_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env=shared_cache_env)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.eqx").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(_command(out), capture_output=True, text=True, timeout=300, env=shared_cache_env)
+    assert first.poll() is None, "the first run ended before the second started"
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"eqn: error: {out}: in use by another run (its lock {out / '.lock'} is held); "
+        "wait for it to end or choose another --out"]
+    _, errors = first.communicate(timeout=600)
+    assert first.returncode == 0, errors
+
+    checkpoint = out / "checkpoint.eqx"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    resumed = subprocess.run(_command(out) + ["--resume"], capture_output=True, text=True, timeout=300,
+                             env=shared_cache_env)
+    assert resumed.returncode == 2
+    lines = resumed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"eqn: error: {checkpoint}: damaged checkpoint, cannot resume")
