@@ -50,7 +50,7 @@ def main() -> None:
     # that ends far from its fixed point (the nudged phases of some batches do, from epoch 3 on) is
     # unsettled, not divergent. A NaN or Inf still stops the run with the last finite parameters.
     command = ["eqn", "train", "models/reciprocal_mlp.eqn", "--dataset", "fashion_mnist", "--pixels", "unit",
-               *flags, "--angle", "0", "--optimizer", "sgd", "--lr", "0.01",
+               *flags, "--angle", "0", "--optimizer", "sgd", "--lr", "0.01", "--solver", "fixed",
                "--momentum", "0.9", "--batch-size", "50", "--free-steps", "150", "--nudged-steps", "20",
                "--epochs", str(args.epochs), "--max-residual", "inf", "--out", args.out, "--no-progress"]
     if not args.report:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +28,21 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, float]:
 COMMANDS = ("train", "diagnose", "plot")
 
 
-def phase_solver(kind: str, max_steps: int, args):
-    """The solver of a phase from the command's options: the registry's `kind` with the options
-    that apply to it (`--anderson-…` to Anderson, `--noise` to plain steps)."""
-    from ._solvers import make_solver
+def phase_solver(kind: str, phase: str, args):
+    """The solver of a phase ("free" or "nudged") from the command's options: the registry's
+    `kind` with its defaults for that phase (`PHASE_DEFAULTS`), overridden by the options given
+    (`--free-steps`/`--nudged-steps`, `--tol`, `--sweep`; `--anderson-…` to Anderson, `--noise`
+    to plain steps)."""
+    from ._solvers import make_solver, phase_defaults
 
-    options = dict(max_steps=max_steps, tol=args.tol, sweep=args.sweep)
+    options = phase_defaults(kind, phase)
+    given = {"max_steps": args.free_steps if phase == "free" else args.nudged_steps, "tol": args.tol,
+             "sweep": args.sweep}
+    options.update({k: v for k, v in given.items() if v is not None})
     if kind == "anderson":
         if args.noise:
-            raise SystemExit("eqn: error: --noise needs the fixed-step solver (noise makes every step count)")
+            raise SystemExit("eqn: error: --noise needs the fixed-step solver (--solver fixed): noise makes every "
+                             "step count")
         options.update(memory=args.anderson_memory, patience=args.anderson_patience)
     elif args.noise:
         options["noise"] = args.noise
@@ -48,6 +57,7 @@ def _compile(args):
     from ._init import rotate_pairs, sign_flip_pairs
     from ._model import compile as compile_model
     from ._reporting import consts_from, load_or_report
+    from ._solvers import DEFAULT_SOLVERS
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -55,8 +65,10 @@ def _compile(args):
     if program is None:
         return None
     model = compile_model(program, key=jax.random.PRNGKey(args.seed), dtype=getattr(jnp, args.dtype), dt=args.dt)
-    model = model.with_solver(free=phase_solver(args.free_solver or args.solver, args.free_steps, args),
-                              nudged=phase_solver(args.nudged_solver or args.solver, args.nudged_steps, args))
+    kinds = {phase: getattr(args, f"{phase}_solver") or args.solver or DEFAULT_SOLVERS[phase]
+             for phase in DEFAULT_SOLVERS}
+    model = model.with_solver(free=phase_solver(kinds["free"], "free", args),
+                              nudged=phase_solver(kinds["nudged"], "nudged", args))
     if args.angle is not None:
         model = rotate_pairs(model, args.angle)
     if args.flip_angle is not None:
@@ -98,7 +110,9 @@ def _fit(dataset, model):
 
 def cmd_train(args) -> int:
     from . import _data
-    from ._train import DivergenceError, TrainConfig, train
+    from ._health import DataError
+    from ._run_folder import RunFolderError
+    from ._train import DivergenceError, TrainConfig, UnsettledError, train
 
     if args.distributed:
         import jax
@@ -123,7 +137,11 @@ def cmd_train(args) -> int:
     if args.val_size:
         val_set = val_set.subset(args.val_size)
     options = dict(beta=args.beta, n=args.n, homeostasis=args.homeostasis, homeostasis_samples=args.homeostasis_samples,
-                   random_sign=args.random_sign, nudged_steps=args.nudged_steps, eta=args.eta)
+                   homeostasis_per_neuron=args.homeostasis_per_neuron, random_sign=args.random_sign, eta=args.eta)
+    if args.nudged_steps is not None:
+        options["nudged_steps"] = args.nudged_steps
+    if args.branch_tol is not None:
+        options["branch_tol"] = args.branch_tol
     if args.path:
         options["path"] = args.path
     if args.free_dtype:
@@ -135,25 +153,53 @@ def cmd_train(args) -> int:
                          checkpoint_every=args.checkpoint_every,
                          lr_scales=_pairs(args.lr_scale, "--lr-scale"), epochs=args.epochs,
                          batch_size=args.batch_size, seed=args.seed, max_residual=args.max_residual,
-                         devices=args.devices, options=options)
+                         min_settled=args.min_settled, unsettled=args.unsettled, devices=args.devices,
+                         options=options)
     out = Path(args.out or f"runs/{model.program.name}_{args.dataset}_{args.estimator}")
     print(f"eqn: training {model.program.name} ({model.program.param_count():,} parameters) on "
           f"{train_set.describe()} with {args.estimator}; writing {out}", flush=True)
     try:
-        model, history = train(model, train_set, val=val_set, out=out, resume=args.resume,
-                               progress=not args.no_progress, config=config)
+        with _warnings_as_lines():
+            model, history = train(model, train_set, val=val_set, out=out, resume=args.resume,
+                                   progress=not args.no_progress, config=config)
     except DivergenceError as exc:
         print(f"eqn: error: {exc}", file=sys.stderr)
         print(f"eqn: the last finite parameters are in {out / 'last_finite.eqx'}", file=sys.stderr)
         return 3
-    except ValueError as exc:
+    except (UnsettledError, RunFolderError) as exc:
+        print(f"eqn: error: {exc}", file=sys.stderr)
+        return 3 if isinstance(exc, UnsettledError) else 2
+    except (DataError, ValueError) as exc:
         print(f"eqn: error: {exc}", file=sys.stderr)
         return 2
     if history:
         last = history[-1]
         print(f"final validation error: {100 * last['val_error']:.2f}% (epoch {last['epoch']}, "
               f"train error {100 * last['train_error']:.2f}%)")
+        if last.get("diverging"):
+            print(f"eqn: error: the run ended without learning (epoch {last['epoch']} at chance); "
+                  f"see the warnings above and {out / 'metrics.jsonl'}", file=sys.stderr)
+            return 3
     return 0
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """Within the block, a `TrainingWarning` prints as one line `eqn: warning: …` on stderr."""
+    from ._health import TrainingWarning
+
+    with warnings.catch_warnings():  # restores the filters and showwarning afterwards
+        warnings.simplefilter("always", TrainingWarning)
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, TrainingWarning):
+                print(f"eqn: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def cmd_diagnose(args) -> int:
@@ -204,7 +250,7 @@ def cmd_plot(args) -> int:
 
 def _model_arguments(parser) -> None:
     from ._estimators import Options
-    from ._solvers import DEFAULT_FREE_STEPS, DEFAULT_NUDGED_STEPS, DEFAULT_SOLVER, DEFAULT_TOL, SOLVERS
+    from ._solvers import DEFAULT_SOLVERS, PHASE_DEFAULTS, SOLVERS
 
     solvers = list(SOLVERS)
     parser.add_argument("file", help="the .eqn model")
@@ -214,25 +260,32 @@ def _model_arguments(parser) -> None:
                         help="standardize each channel (default) or keep pixels in [0, 1] (the papers' MLP setting)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dt", type=float, default=None, help="Euler step of flows (maps use 1)")
-    parser.add_argument("--free-steps", type=int, default=DEFAULT_FREE_STEPS,
-                        help=f"step budget of the free phase (default {DEFAULT_FREE_STEPS})")
-    parser.add_argument("--nudged-steps", type=int, default=DEFAULT_NUDGED_STEPS,
-                        help=f"step budget of each nudged phase, and the continual estimators' phase length "
-                             f"(default {DEFAULT_NUDGED_STEPS})")
-    parser.add_argument("--tol", type=float, default=DEFAULT_TOL, help="stop a phase when ‖F(u)‖ ≤ tol")
-    parser.add_argument("--solver", default=DEFAULT_SOLVER, choices=solvers,
-                        help=f"fixed-point solver of every phase (default {DEFAULT_SOLVER}): fixed = plain steps, "
-                             "anderson = Anderson acceleration")
+
+    def default(phase, key):
+        return " / ".join(f"{name} {PHASE_DEFAULTS[name][phase][key]}" for name in solvers if name in PHASE_DEFAULTS)
+
+    parser.add_argument("--free-steps", type=int, default=None,
+                        help=f"step budget of the free phase (default: {default('free', 'max_steps')})")
+    parser.add_argument("--nudged-steps", type=int, default=None,
+                        help=f"step budget of each nudged phase (default: {default('nudged', 'max_steps')}), and the "
+                             f"continual estimators' phase length (default {Options.nudged_steps})")
+    parser.add_argument("--tol", type=float, default=None,
+                        help="a phase stops, settled, when ‖F(u)‖ ≤ tol for every sample (default: free "
+                             f"{default('free', 'tol')}; nudged {default('nudged', 'tol')})")
+    parser.add_argument("--solver", default=None, choices=solvers,
+                        help=f"fixed-point solver of every phase (default: {DEFAULT_SOLVERS['free']} for the free "
+                             f"phase, {DEFAULT_SOLVERS['nudged']} for the nudged ones): anderson = Anderson "
+                             "acceleration on sweeps; fixed = plain steps, the papers' setting")
     parser.add_argument("--free-solver", choices=solvers, help="solver of the free phase only")
     parser.add_argument("--nudged-solver", choices=solvers, help="solver of the nudged phases only")
     parser.add_argument("--anderson-memory", type=int, default=5, help="past iterates Anderson mixes (default 5)")
     parser.add_argument("--anderson-patience", type=int, default=None, metavar="STEPS",
                         help="Anderson's stall rule: a sample without 10%% progress for STEPS steps takes plain steps "
                              "(off by default; for maps whose plain steps contract)")
-    parser.add_argument("--sweep", action="store_true",
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
                         help="update the model's blocks of states one after another (block Gauss-Seidel, the blocks "
                              "`eqn show` lists) instead of all at once: the same fixed points, fewer steps on "
-                             "layered models")
+                             f"layered models (default: {default('free', 'sweep')})")
     parser.add_argument("--noise", type=float, default=Options.noise, help="std of Gaussian neuron noise per step")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--beta", type=float, default=Options.beta,
@@ -254,6 +307,7 @@ def register(sub, with_options: bool = True) -> None:
     if not with_options:
         return
     from ._estimators import ESTIMATORS, Options
+    from ._health import UNSETTLED_POLICIES
     from ._train import TrainConfig
 
     _model_arguments(train)
@@ -271,13 +325,25 @@ def register(sub, with_options: bool = True) -> None:
     train.add_argument("--lr-scale", action="append", metavar="PARAM=SCALE", help="per-parameter learning-rate scale")
     train.add_argument("--homeostasis", type=float, default=Options.homeostasis, help="λ of the homeostatic loss")
     train.add_argument("--homeostasis-samples", type=int, default=Options.homeostasis_samples)
+    train.add_argument("--homeostasis-per-neuron", action="store_true",
+                       help="divide the homeostatic loss by the number of neurons, as the authors' code does "
+                            "(their λ; without it λ is the paper's, Eq. 12)")
     train.add_argument("--random-sign", action="store_true", help="random sign of β for each batch")
+    train.add_argument("--branch-tol", type=float, default=None, metavar="BIAS",
+                       help=f"hep/symmetric: flag a sample whose N nudged points predict a relative bias above BIAS "
+                            f"(not one holomorphic branch; default {Options.branch_tol})")
     train.add_argument("--eta", type=float, default=Options.eta,
                        help="per-step rate of cep/cvf (tiny: App. F.2 variant)")
     train.add_argument("--train-size", type=int, default=None, help="use the first K training examples")
     train.add_argument("--val-size", type=int, default=None, help="use the first K test examples")
     train.add_argument("--max-residual", type=float, default=TrainConfig.max_residual,
                        help="stop when a phase ends above this residual")
+    train.add_argument("--min-settled", type=float, default=TrainConfig.min_settled, metavar="FRACTION",
+                       help=f"a step is unsettled when fewer of its samples than this reached the phase tolerance "
+                            f"(default {TrainConfig.min_settled})")
+    train.add_argument("--unsettled", choices=UNSETTLED_POLICIES, default=TrainConfig.unsettled,
+                       help="what an unsettled step does: warn = apply it and warn once per epoch (default), "
+                            "skip = leave the parameters unchanged, stop = end the run")
     train.add_argument("--adjoint", choices=["solve", "dynamics"],
                        help="rbp: solve Jᵀλ = ∂C/∂u exactly (default), or run the adjoint dynamics for the "
                             "nudged phases' budget (truncated recurrent backprop, the papers' RBP baseline)")

@@ -440,8 +440,8 @@ def compile(path_or_source: str | Path | Program, *, key: PRNGKeyArray | None = 
         consts: values that override the file's constants.
         dtype: the parameters' precision.
         holomorphic: refuse non-holomorphic operations.
-        solver: the solver of every phase (default: `DEFAULT_FREE_STEPS` and
-            `DEFAULT_NUDGED_STEPS` fixed steps, as the `eqn` command runs).
+        solver: the solver of every phase (default: `default_solvers()`, Anderson on sweeps
+            with the budgets of `PHASE_DEFAULTS`, as the `eqn` command runs).
         dt: the Euler step of flows and energies.
 
     Raises:

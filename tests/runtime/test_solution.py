@@ -10,6 +10,7 @@ import pytest
 from helpers import tiny_model
 
 import eqn
+from eqn.runtime._solvers import DEFAULT_SOLVERS, PHASE_DEFAULTS
 from eqn.runtime import RESULTS, SOLVERS, Anderson, FixedStep, Solution, TrainConfig, default_solvers, make_solver
 from eqn.runtime._estimators import Options
 from eqn.runtime.cli import build_parser, main
@@ -92,14 +93,16 @@ def test_the_command_and_the_api_run_the_same_defaults():
     free, nudged = default_solvers()
     model = eqn.compile("hopfield_mlp", consts={"n_h": 4})
     assert (model.free_solver, model.nudged_solver) == (free, nudged)
-    assert (args.free_steps, args.nudged_steps, args.tol) == (free.max_steps, nudged.max_steps, free.tol)
-    assert SOLVERS[args.solver] is type(free) is type(nudged)
+    assert (args.solver, args.free_steps, args.nudged_steps, args.tol, args.sweep) == (None,) * 5  # each phase's own
+    assert (type(free), type(nudged)) == (SOLVERS[DEFAULT_SOLVERS["free"]], SOLVERS[DEFAULT_SOLVERS["nudged"]])
+    for phase, solver in (("free", free), ("nudged", nudged)):
+        for field, value in PHASE_DEFAULTS[DEFAULT_SOLVERS[phase]][phase].items():
+            assert getattr(solver, field) == value, (phase, field)
     config = TrainConfig()
     assert (args.estimator, args.lr, args.momentum, args.epochs, args.batch_size, args.max_residual) == (
         config.estimator, config.lr, config.momentum, config.epochs, config.batch_size, config.max_residual)
     options = Options()
-    assert (args.beta, args.n, args.eta, args.nudged_steps, args.noise) == (
-        options.beta, options.n, options.eta, options.nudged_steps, options.noise)
+    assert (args.beta, args.n, args.eta, args.noise) == (options.beta, options.n, options.eta, options.noise)
 
 
 def test_the_command_builds_its_models_with_those_solvers(tmp_path):
