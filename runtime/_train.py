@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ._estimator import _nudged_solver
 from ._estimators import Options, estimate, get_estimator
 from ._health import UNSETTLED_POLICIES, EpochLog, check_batch, check_data, epoch_warnings, warn
 from ._run_folder import (
@@ -309,9 +310,8 @@ def _check_config(config: TrainConfig) -> None:
 
 
 def _phase_tolerances(model, config: TrainConfig) -> dict[str, float]:
-    free = config.options.get("free_solver") or model.free_solver
-    nudged = config.options.get("nudged_solver") or config.options.get("free_solver") or model.nudged_solver
-    return {"free": free.tol, "nudged": nudged.tol}
+    opts = Options(**config.options)
+    return {"free": (opts.free_solver or model.free_solver).tol, "nudged": _nudged_solver(model, opts).tol}
 
 
 def _train(model, data, val, folder: RunFolder | None, resume: bool, progress: bool, max_steps: int | None,

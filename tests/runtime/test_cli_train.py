@@ -120,8 +120,8 @@ def test_a_folder_in_use_is_refused_and_a_damaged_checkpoint_is_named(tmp_path, 
     finishes normally; `--resume` from its checkpoint cut in half exits with one line naming it."""
     out = tmp_path / "run"
     # long enough to outlast the second process's start (its imports, its data): 12 short epochs
-    first = subprocess.Popen(_command(out) + ["--epochs", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             env=shared_cache_env)
+    first = subprocess.Popen(_command(out) + ["--epochs", "12"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=shared_cache_env)
     deadline = time.time() + 300
     while not (out / "checkpoint.eqx").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
