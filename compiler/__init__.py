@@ -3,6 +3,7 @@ model's expressions. It imports `eqn.dsl` only; the compiled module lives in `eq
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +33,26 @@ def read_model(path_or_source: str | Path) -> tuple[str | bytes, str]:
     if zoo.is_file():
         return zoo.read_bytes(), f"models/{text}.eqn"
     raise FileNotFoundError(f"no such model file or zoo model: {text!r}")
+
+
+_SENTENCE_END = re.compile(r"(?<!\bApp)(?<!\bEq)(?<!\bFig)(?<!\bal)\.(\s|$)")  # not after "App." or "et al."
+
+
+def zoo() -> dict[str, str]:
+    """The zoo: each model shipped in `eqn.models` by name, with the first sentence of its header
+    comment (what it is)."""
+    models = {}
+    for entry in sorted(resources.files("eqn.models").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".eqn"):
+            header = []
+            for line in entry.read_text().splitlines():
+                if not line.startswith("#"):
+                    break
+                header.append(line.lstrip("#").strip())
+            text = " ".join(header)
+            end = _SENTENCE_END.search(text)
+            models[entry.name[:-len(".eqn")]] = text[:end.start() + 1] if end else text
+    return models
 
 
 def load(path_or_source: str | Path, *, consts: dict | None = None, holomorphic: bool = False) -> Program:
@@ -75,5 +96,5 @@ def rules(program_or_path: Program | str | Path, **kwargs) -> dict[str, Rule]:
     return dict(program.rules)
 
 
-__all__ = ["load", "rules", "check", "read_model", "Program", "Rule", "register_function", "PythonFunction",
+__all__ = ["load", "rules", "check", "read_model", "zoo", "Program", "Rule", "register_function", "PythonFunction",
            "render", "evaluate", "evaluate_many", "state_independent", "Node", "Module", "MODULE_ATTRIBUTES"]

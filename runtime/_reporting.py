@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..compiler import load
+from ..compiler import load, zoo
 from ..dsl.errors import EqnError, ErrorList
 
 
@@ -26,9 +26,12 @@ def consts_from(pairs: list[str] | None) -> dict[str, float]:
 
 
 def _load(path: str, consts: dict, holomorphic: bool = False):
+    """A model file, or where no such file exists, the zoo model of that name (`eqn models`)."""
     if Path(path).is_dir():
         raise IsADirectoryError(21, "is a directory", path)
     if not Path(path).is_file():
+        if path in zoo():
+            return load(path, consts=consts, holomorphic=holomorphic)
         raise FileNotFoundError(path)
     return load(Path(path), consts=consts, holomorphic=holomorphic)
 
@@ -51,7 +54,8 @@ def _report(exc: Exception) -> None:
     elif isinstance(exc, EqnError):
         print(exc.render(), file=sys.stderr)
     elif isinstance(exc, FileNotFoundError):
-        print(f"eqn: error: cannot read {exc.args[0]}: no such file", file=sys.stderr)
+        hint = "" if Path(exc.args[0]).suffix or "/" in exc.args[0] else " or zoo model (`eqn models` lists them)"
+        print(f"eqn: error: cannot read {exc.args[0]}: no such file{hint}", file=sys.stderr)
     elif isinstance(exc, (IsADirectoryError, PermissionError)):
         print(f"eqn: error: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
     else:

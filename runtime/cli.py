@@ -130,6 +130,16 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from ..compiler import zoo
+
+    models = zoo()
+    width = max(map(len, models), default=1)
+    for name, about in models.items():
+        print(f"{name:<{width}}  {about}")
+    return 0
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `eqn` command's parser. The options of `train`, `diagnose` and `plot` (whose choices
     and defaults come from the estimator and solver registries) are built only when `command`
@@ -156,6 +166,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     show.add_argument("--const", action="append", metavar="NAME=VALUE")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=cmd_show)
+
+    models = sub.add_parser("models", help="list the zoo: the models shipped with eqn, usable by name anywhere a "
+                            "model file is taken")
+    models.set_defaults(run=cmd_models)
 
     from . import _commands  # train, diagnose, plot: they load JAX and the data layer lazily
     _commands.register(sub, with_options=command is None or command in _commands.COMMANDS)
