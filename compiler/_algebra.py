@@ -204,6 +204,17 @@ def reduce_sum(a: Node, span=None) -> Node:
     return op("sum", (a,), (), span=span)
 
 
+def _negated(a: Node) -> bool:
+    return isinstance(a, Op) and a.op == "neg"
+
+
+def _sign_out(product, a: Node, b: Node, span) -> Node:
+    """A bilinear `product` of factors of which one is negated, as −product(a', b) (or with b')."""
+    if _negated(a):
+        return neg(product(a.args[0], b, span))
+    return neg(product(a, b.args[0], span))
+
+
 def matmul(a: Node, b: Node, span=None) -> Node:
     if a.ndim == 0 or b.ndim == 0 or a.ndim > 2 or b.ndim > 2:
         raise ShapeMismatch(f"'@' needs vectors or matrices, got {fmt_shape(a.shape)} @ {fmt_shape(b.shape)}")
@@ -215,10 +226,8 @@ def matmul(a: Node, b: Node, span=None) -> Node:
     shape = a.shape[:-1] + b.shape[1:]
     if is_zero(a) or is_zero(b):
         return zeros(shape)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(matmul(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(matmul(a, b.args[0], span))
+    if _negated(a) or _negated(b):
+        return _sign_out(matmul, a, b, span)
     return op("matmul", (a, b), shape, span=span)
 
 
@@ -229,10 +238,8 @@ def dot(a: Node, b: Node, span=None) -> Node:
         return zeros(())
     if a.shape == ():
         return mul(a, b, span)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(dot(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(dot(a, b.args[0], span))
+    if _negated(a) or _negated(b):
+        return _sign_out(dot, a, b, span)
     return op("dot", (a, b), (), span=span)
 
 
@@ -244,10 +251,8 @@ def outer(a: Node, b: Node, span=None) -> Node:
     shape = a.shape + b.shape
     if is_zero(a) or is_zero(b):
         return zeros(shape)
-    if isinstance(a, Op) and a.op == "neg":
-        return neg(outer(a.args[0], b, span))
-    if isinstance(b, Op) and b.op == "neg":
-        return neg(outer(a, b.args[0], span))
+    if _negated(a) or _negated(b):
+        return _sign_out(outer, a, b, span)
     return op("outer", (a, b), shape, span=span)
 
 
