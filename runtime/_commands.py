@@ -1,10 +1,9 @@
-"""The `eqn train`, `eqn diagnose` and `eqn plot` subcommands."""
+"""The `eqn train` subcommand, and the model options it shares with `eqn diagnose`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -202,52 +201,6 @@ def _warnings_as_lines():
         yield
 
 
-def cmd_diagnose(args) -> int:
-    import jax.numpy as jnp
-
-    from . import _data
-    from ._diagnostics import diagnose, plot_stability_map, stability_map
-
-    model = _compile(args)
-    if model is None:
-        return 1
-    try:
-        data = _fit(_data.load_dataset(args.dataset, "test", normalize=args.pixels == "standardize"), model)
-    except (_data.DatasetUnavailable, ValueError) as exc:
-        print(f"eqn: error: {exc}", file=sys.stderr)
-        return 2
-    x, y = next(iter(data.batches(args.batch_size, seed=args.seed, epoch=0)))
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    report = diagnose(model, x, y, beta=args.beta, n=args.n)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            if isinstance(value, dict):
-                print(f"{key}:")
-                for k, v in value.items():
-                    print(f"    {k:<20} {v:.4f}")
-            else:
-                print(f"{key:<28} {value:.6g}" if isinstance(value, float) else f"{key:<28} {value}")
-    if args.stability_map:
-        re, im, residuals = stability_map(model, x[:1], y[:1], radius=args.radius, resolution=args.resolution)
-        plot_stability_map(re, im, residuals, args.stability_map, title=f"{model.program.name}: fixed point of β ∈ ℂ")
-        print(f"stability map written to {args.stability_map}")
-    return 0
-
-
-def cmd_plot(args) -> int:
-    from ._plot import plot_metrics
-
-    try:
-        path = plot_metrics(args.directory, args.output)
-    except FileNotFoundError as exc:
-        print(f"eqn: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
-
-
 def _model_arguments(parser) -> None:
     from ._estimators import Options
     from ._solvers import DEFAULT_SOLVERS, PHASE_DEFAULTS, SOLVERS
@@ -298,12 +251,14 @@ def _model_arguments(parser) -> None:
 
 def register(sub, with_options: bool = True) -> None:
     """Add `train`, `diagnose` and `plot` to the subcommands; their options only `with_options`."""
+    from . import _figure_commands as _figures
+
     train = sub.add_parser("train", help="train a model on a dataset with an EP estimator")
     diag = sub.add_parser("diagnose", help="symmetry, homeostatic loss, angles and cosines at the free fixed point")
     plot = sub.add_parser("plot", help="draw the curves of a training run (metrics.jsonl) to PNG")
     train.set_defaults(run=cmd_train)
-    diag.set_defaults(run=cmd_diagnose)
-    plot.set_defaults(run=cmd_plot)
+    diag.set_defaults(run=_figures.cmd_diagnose)
+    plot.set_defaults(run=_figures.cmd_plot)
     if not with_options:
         return
     from ._estimators import ESTIMATORS, Options
@@ -362,12 +317,4 @@ def register(sub, with_options: bool = True) -> None:
                        help="also checkpoint every STEPS training steps inside an epoch (long epochs)")
     train.add_argument("--no-progress", action="store_true")
 
-    _model_arguments(diag)
-    diag.add_argument("--batch-size", type=int, default=20)
-    diag.add_argument("--json", action="store_true")
-    diag.add_argument("--stability-map", metavar="PNG", help="draw where the nudged fixed point exists in ℂ")
-    diag.add_argument("--radius", type=float, default=2.0)
-    diag.add_argument("--resolution", type=int, default=41)
-
-    plot.add_argument("directory")
-    plot.add_argument("--output", default=None)
+    _figures.add_arguments(diag, plot, _model_arguments)
