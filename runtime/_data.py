@@ -1,8 +1,9 @@
 """The data layer: image-classification datasets as in-memory numpy arrays, and their batches.
 
-`load_dataset(name, split)` returns an `ArrayDataset` for mnist, fashion_mnist, cifar10, cifar100
-and imagenet_resized/32x32. Images come out float32, channels-first `[N, C, H, W]` (the layout of
-the models' conv inputs), scaled to [0, 1] and, with `normalize=True`, standardised per channel with
+`load_dataset(name, split)` returns an `ArrayDataset` for mnist, fashion_mnist, cifar10, cifar100,
+imagenet_resized/32x32 and digits (scikit-learn's 8×8 handwritten digits, split as `_data_files`
+says). Images come out float32, channels-first `[N, C, H, W]` (the layout of the models' conv
+inputs), scaled to [0, 1] and, with `normalize=True`, standardised per channel with
 the *training-set* mean and std (`NORM_STATS`); `flatten=True` gives `[N, C*H*W]` for MLPs.
 Labels are int32.
 
@@ -31,17 +32,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import logging
 import operator
 import os
-import pickle
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
+from ._data_files import DEBIAN_FASHION_MNIST_DIR, DIGITS_TRAIN, _first_line, _load_local, _Miss, read_idx
+
 __all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "DIGITS_TRAIN",
     "ArrayDataset",
     "DatasetUnavailable",
     "NORM_STATS",
@@ -53,7 +55,6 @@ __all__ = [
     "read_idx",
 ]
 
-DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 # Per-channel mean and std of the training split, pixels scaled to [0, 1] (population std over all
 # pixels of all training images). Fashion-MNIST: computed here from Debian's IDX files (the test
@@ -76,12 +77,12 @@ class DatasetUnavailable(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class _Spec:
     name: str
-    tfds_name: str
+    tfds_name: str  # empty: not a TFDS dataset
     num_classes: int
     shape: tuple[int, int, int]  # (C, H, W)
     splits: tuple[str, ...]  # splits of the local files
     env: str | None  # environment variable naming a local directory
-    local_kind: str | None  # "idx", "cifar10", "cifar100" or None
+    local_kind: str | None  # "idx", "cifar10", "cifar100", "sklearn" or None
     how: str  # how to make it available locally
 
 
@@ -109,6 +110,10 @@ _SPECS = {
         "cifar100", "cifar100", 100, (3, 32, 32), ("train", "test"), "EQN_CIFAR100_DIR", "cifar100",
         "set EQN_CIFAR100_DIR to the extracted cifar-100-python directory (train, test) "
         "of https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+    "digits": _Spec(
+        "digits", "", 10, (1, 8, 8), ("train", "test"), None, "sklearn",
+        "pip install scikit-learn (its wheel ships the 1,797 images)",
     ),
     "imagenet_resized/32x32": _Spec(
         "imagenet_resized/32x32", "imagenet_resized/32x32", 1000, (3, 32, 32), (), None, None,
@@ -139,28 +144,6 @@ def one_hot(labels, num_classes: int, dtype=np.float32) -> np.ndarray:
     return np.eye(num_classes, dtype=dtype)[labels]
 
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-def read_idx(path) -> np.ndarray:
-    """Read an IDX file (the format of the MNIST files), gzipped or not, into a numpy array."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (magic {data[:4].hex()})")
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4)) if ndim else ()
-    count = int(np.prod(dims, dtype=np.int64))
-    if len(data) != header + count * dtype.itemsize:
-        raise ValueError(f"{path}: IDX header says shape {dims} ({count * dtype.itemsize} bytes of data), "
-                         f"the file holds {len(data) - header}")
-    array = np.frombuffer(data, dtype, count=count, offset=header).reshape(dims)
-    return array.astype(dtype.newbyteorder("="))
 
 
 def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
@@ -329,10 +312,6 @@ class ArrayDataset:
 # Loading
 
 
-class _Miss(Exception):
-    """One source could not provide the dataset; the message says why."""
-
-
 _RAW_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray, str, str]] = {}
 _STATS_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -348,7 +327,7 @@ def load_dataset(name: str, split: str, *, data_dir=None, normalize: bool = True
     """Load one split of a dataset as arrays in memory.
 
     Args:
-        name: the TFDS name (mnist, fashion_mnist, cifar10, cifar100, imagenet_resized/32x32).
+        name: the TFDS name (mnist, fashion_mnist, cifar10, cifar100, imagenet_resized/32x32), or digits.
         split: "train" or "test" (ImageNet32: "train" or "validation").
         data_dir: the TFDS data directory (default: TFDS's own).
         normalize: standardise each channel with the training set's mean and std (`NORM_STATS`);
@@ -400,7 +379,7 @@ def _load_raw(spec: _Spec, split: str, data_dir, source: str, download: bool):
         return _RAW_CACHE[key]
     tried = []
     result = None
-    if source in ("auto", "tfds"):
+    if source in ("auto", "tfds") and spec.tfds_name:
         try:
             result = _load_tfds(spec, split, data_dir, download)
         except _Miss as e:
@@ -494,11 +473,6 @@ def _load_tfds(spec: _Spec, split: str, data_dir, download: bool):
     return _nchw(images), labels.astype(np.int32), "tfds", location
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else ""
-
-
 def _read_data_source(ds, chunk: int = 4096):
     n = len(ds)
     images, labels = None, np.empty(n, np.int32)
@@ -525,71 +499,3 @@ def _nchw(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
-# Local files
-
-
-_IDX_NAMES = {"train": "train", "test": "t10k"}
-
-
-def _find(directory: Path, stem: str) -> Path | None:
-    for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
-        if (directory / candidate).is_file():
-            return directory / candidate
-    return None
-
-
-def _load_local(spec: _Spec, split: str, env_dir: str | None):
-    if spec.local_kind is None:
-        raise _Miss(f"no local-file reader for {spec.name}")
-    if split not in spec.splits:
-        raise _Miss(f"local files have splits {', '.join(spec.splits)}, not {split!r}")
-    if env_dir:
-        directory, origin = Path(env_dir), f"${spec.env}"
-    elif spec.name == "fashion_mnist":
-        directory, origin = Path(DEBIAN_FASHION_MNIST_DIR), "Debian's dataset-fashion-mnist"
-    else:
-        raise _Miss(f"${spec.env} is not set")
-    if not directory.is_dir():
-        raise _Miss(f"{directory} ({origin}) is not a directory")
-    try:
-        if spec.local_kind == "idx":
-            images, labels = _read_idx_split(directory, split)
-        else:
-            images, labels = _read_cifar_split(directory, split, spec.local_kind)
-    except _Miss as e:
-        raise _Miss(f"{directory} ({origin}): {e}") from None
-    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
-        raise _Miss(f"{directory} ({origin}): cannot read ({type(e).__name__}: {_first_line(e)})") from None
-    return images, labels, os.fspath(directory), os.fspath(directory)
-
-
-def _read_idx_split(directory: Path, split: str):
-    prefix = _IDX_NAMES[split]
-    paths = {kind: _find(directory, f"{prefix}-{kind}-idx{nd}-ubyte") for kind, nd in (("images", 3), ("labels", 1))}
-    missing = [f"{prefix}-{kind}-idx{nd}-ubyte[.gz]" for (kind, nd) in (("images", 3), ("labels", 1))
-               if paths[kind] is None]
-    if missing:
-        raise _Miss(f"missing {', '.join(missing)}")
-    images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
-    if images.ndim != 3 or images.dtype != np.uint8 or labels.ndim != 1 or len(labels) != len(images):
-        raise _Miss(f"unexpected IDX contents: images {images.shape} {images.dtype}, labels {labels.shape}")
-    return np.ascontiguousarray(images[:, None]), labels.astype(np.int32)
-
-
-def _read_cifar_split(directory: Path, split: str, kind: str):
-    if kind == "cifar10":
-        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        label_key = b"labels"
-    else:
-        names = [split]
-        label_key = b"fine_labels"
-    missing = [n for n in names if not (directory / n).is_file()]
-    if missing:
-        raise _Miss(f"missing {', '.join(missing)}")
-    images, labels = [], []
-    for n in names:
-        with open(directory / n, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        images.append(np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[label_key], np.int32))
-    return np.concatenate(images), np.concatenate(labels)

@@ -11,7 +11,7 @@ def cmd_diagnose(args) -> int:
     import jax.numpy as jnp
 
     from . import _data
-    from ._commands import _compile, _fit
+    from ._model_options import _compile, _fit
     from ._diagnostics import diagnose, plot_stability_map, stability_map
 
     model = _compile(args)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eqn.runtime import _data
+from eqn.runtime import _data, _data_files
 from eqn.runtime._data import (
     NORM_STATS,
     ArrayDataset,
@@ -273,7 +273,7 @@ def test_unavailable_fashion_mnist_names_the_debian_package(tmp_path, monkeypatc
         load_dataset("fashion_mnist", "test", data_dir=tmp_path / "tfds")
     assert "missing t10k-images-idx3-ubyte" in str(info.value)
     monkeypatch.delenv("EQN_FASHION_MNIST_DIR")
-    monkeypatch.setattr(_data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
+    monkeypatch.setattr(_data_files, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
     with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion_mnist", "train", data_dir=tmp_path / "tfds2", source="local")
 
@@ -401,3 +401,19 @@ def test_batch_argument_checks():
         next(ds.batches(2, seed=0.5, epoch=0))
     with pytest.raises(ValueError):
         ArrayDataset(np.zeros((3, 1, 2, 2), np.float32), np.zeros(4), 2)
+
+
+def test_digits_is_scikit_learns_set_split_in_its_order():
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    reference = sklearn_datasets.load_digits()
+    train = load_dataset("digits", "train", normalize=False)
+    test = load_dataset("digits", "test", normalize=False)
+    assert (len(train), len(test)) == (_data.DIGITS_TRAIN, 1797 - _data.DIGITS_TRAIN) == (1437, 360)
+    assert train.images.shape[1:] == (1, 8, 8) and train.num_classes == 10
+    images = np.concatenate([train.images, test.images])[:, 0]
+    # 17 grey levels 0..16 scaled to [0, 1], to within the uint8 rounding
+    np.testing.assert_allclose(images, reference.images / 16, atol=0.5 / 255)
+    np.testing.assert_array_equal(np.concatenate([train.labels, test.labels]), reference.target)
+    assert set(test.labels) == set(range(10))  # every class is in the test split
+    standardized = load_dataset("digits", "train")
+    assert abs(float(standardized.images.mean())) < 1e-5 and abs(float(standardized.images.std()) - 1) < 1e-5

@@ -106,7 +106,7 @@ def test_the_command_and_the_api_run_the_same_defaults():
 
 
 def test_the_command_builds_its_models_with_those_solvers(tmp_path):
-    from eqn.runtime._commands import _compile
+    from eqn.runtime._model_options import _compile
 
     args = build_parser("train").parse_args(["train", "models/hopfield_mlp.eqn", "--const", "n_h=4"])
     model = _compile(args)
